@@ -1,0 +1,1 @@
+"""bcc: the cluster tool (providers, node bootstrap, mounts, scheduler membership, watchdogs)."""

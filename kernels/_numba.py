@@ -1,0 +1,89 @@
+"""Numba options for every kernel, in one place.
+
+Every jitted function in `kernels` is made with `jit` (serial) or `pjit` (prange over threads)
+from this module, so that the options are set once: `cache=True` with NUMBA_CACHE_DIR pointing
+to a persistent directory (compiling the aligner takes tens of seconds, loading it from the cache
+about one), `nogil=True` so a Python thread (I/O, compression) runs beside a kernel.
+Import this module before numba anywhere in the package: numba reads NUMBA_CACHE_DIR on import.
+The cache lives in a subdirectory named after a digest of the kernels' source (see _cache_dir).
+"""
+import os
+
+import hashlib
+import shutil
+
+
+def _source_digest():
+    """Digest of every kernel source file. numba invalidates a cached function when its own file
+    changes, not when a jitted function it calls (in another file) does; keying the cache directory
+    on all of kernels/ makes any change recompile everything once instead of running stale code."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    d = hashlib.sha1()
+    for name in sorted(os.listdir(here)):
+        if name.endswith(".py"):
+            with open(os.path.join(here, name), "rb") as f:
+                d.update(name.encode() + b"\0" + f.read())
+    return d.hexdigest()[:16]
+
+
+def _cache_dir():
+    # the user's NUMBA_CACHE_DIR (or ~/.cache/genefarm/numba, XDG_CACHE_HOME respected) / source digest
+    base = os.environ.get("GENEFARM_NUMBA_CACHE_BASE") or os.environ.get("NUMBA_CACHE_DIR")
+    if not base:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        base = os.path.join(xdg, "genefarm", "numba")
+    os.environ["GENEFARM_NUMBA_CACHE_BASE"] = base      # children (MPI ranks, workers) keep the base
+    digest = _source_digest()
+    try:  # drop caches of older sources, so the directory does not grow with every change
+        for old in os.listdir(base):
+            if old != digest and len(old) == 16 and os.path.isdir(os.path.join(base, old)):
+                shutil.rmtree(os.path.join(base, old), ignore_errors=True)
+    except OSError:
+        pass
+    return os.path.join(base, digest)
+
+
+os.environ["NUMBA_CACHE_DIR"] = _cache_dir()
+
+import numba  # noqa: E402  (must come after NUMBA_CACHE_DIR is set)
+
+OPTIONS = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
+
+
+def jit(fn=None, **extra):
+    """numba.njit with the project's options (serial kernel)."""
+    opts = dict(OPTIONS, **extra)
+    return numba.njit(**opts)(fn) if fn is not None else numba.njit(**opts)
+
+
+def pjit(fn=None, **extra):
+    """numba.njit(parallel=True) with the project's options (kernel that uses prange)."""
+    opts = dict(OPTIONS, parallel=True, **extra)
+    return numba.njit(**opts)(fn) if fn is not None else numba.njit(**opts)
+
+
+prange = numba.prange
+
+
+def set_threads(n):
+    """Threads used by pjit kernels in this process (at least 1, at most what numba started)."""
+    n = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(n)
+    return n
+
+
+def cache_is_warm():
+    """True when compiled kernels for this source are already in the cache directory."""
+    d = os.environ.get("NUMBA_CACHE_DIR", "")
+    try:
+        return any(os.scandir(d))
+    except OSError:
+        return False
+
+
+def note_compile(stream=None):
+    """Tell the user, once, that the first run compiles the kernels (it looks like a hang otherwise)."""
+    import sys
+    if not cache_is_warm():
+        print(f"genefarm: first run with this version: compiling the kernels (about a minute; cached in "
+              f"{os.environ.get('NUMBA_CACHE_DIR')})", file=stream or sys.stderr)

@@ -1,0 +1,1 @@
+"""genefarm web UI: job progress, logs and nodes for scientists who do not use a shell."""

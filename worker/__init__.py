@@ -1,0 +1,1 @@
+"""genefarm worker: runs one task on a node (stage in, run the kernel, stage out, report)."""
