@@ -235,8 +235,8 @@ def ungapped_slow(q, L, ref, rpos, lo, hi, p):
                 continue
             s = sum(_bs(q[i], ref[rpos + i], p) for i in range(a, b))
             s -= clip * (a > 0) + clip * (b < L)
-            # tie: the longer alignment, then the earlier start (what the fast kernel keeps)
-            if (s, b - a, -a) > (best[0], best[2] - best[1], -best[1]):
+            # tie: the later end, then the earlier start (what the fast kernel keeps)
+            if (s, b, -a) > (best[0], best[2], -best[1]):
                 best = (s, a, b)
     return best
 
