@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# images/sge/bootstrap.sh: make this host an SGE (Son of Grid Engine) qmaster, exec host, or both.
+#
+#   bootstrap.sh start   [--role all|master|exec] [--host NAME] [--master NAME] [--slots N]
+#                        [--qmaster-port P] [--execd-port P] [--state DIR] [--queue genefarm.q] [--pe smp]
+#   bootstrap.sh stop    --state DIR      (stops the daemons this script started, by their PIDs)
+#
+# Idempotent: packages are installed only when missing, objects are modified when they exist.
+# Config is rendered from the *.tmpl files beside this script. Writes DIR/sge.env (source it to
+# use qsub/qstat/qacct/DRMAA against this cell) and DIR/*.pid. Ports default to 16444/16445
+# (not SGE's 6444/6445, so a system SGE and a test cell do not collide). bcc runs this same
+# script over SSH on each host of a cluster (--role master on one, --role exec on the others).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+CMD=${1:-start}; shift || true
+ROLE=all; HOST=$(hostname); MASTER=""; SLOTS=$(nproc); QPORT=16444; EPORT=16445
+STATE=/var/run/genefarm-sge; QUEUE=genefarm.q; PE=smp
+while [ $# -gt 0 ]; do
+  case $1 in
+    --role) ROLE=$2; shift 2;; --host) HOST=$2; shift 2;; --master) MASTER=$2; shift 2;;
+    --slots) SLOTS=$2; shift 2;; --qmaster-port) QPORT=$2; shift 2;; --execd-port) EPORT=$2; shift 2;;
+    --state) STATE=$2; shift 2;; --queue) QUEUE=$2; shift 2;; --pe) PE=$2; shift 2;;
+    *) echo "bootstrap.sh: unknown option $1" >&2; exit 2;;
+  esac
+done
+MASTER=${MASTER:-$HOST}
+export SGE_ROOT=/var/lib/gridengine SGE_CELL=default SGE_QMASTER_PORT=$QPORT SGE_EXECD_PORT=$EPORT
+COMMON=$SGE_ROOT/$SGE_CELL/common
+mkdir -p "$STATE"
+say() { echo "sge-bootstrap: $*" >&2; }
+
+render() {  # render TEMPLATE VAR... : replace ${VAR} by the variable's value
+  local t; t=$(cat "$1"); shift
+  for v in "$@"; do t=${t//\$\{$v\}/${!v}}; done
+  printf '%s\n' "$t"
+}
+
+stop() {
+  for f in "$STATE"/execd.pid "$STATE"/qmaster.pid; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f")
+    if kill -0 "$pid" 2>/dev/null; then
+      kill "$pid"
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+      kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+    fi
+    rm -f "$f"
+  done
+  say "stopped"
+}
+
+if [ "$CMD" = stop ]; then stop; exit 0; fi
+[ "$CMD" = start ] || { echo "usage: bootstrap.sh start|stop [options]" >&2; exit 2; }
+
+# 1. packages (debconf answers first: the package configures the cell from them)
+missing=()
+for p in $(cat "$HERE/packages.txt"); do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  printf '%s\n' "gridengine-common shared/gridengineconfig boolean true" \
+    "gridengine-common shared/gridenginecell string default" \
+    "gridengine-common shared/gridenginemaster string $MASTER" | debconf-set-selections
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends "${missing[@]}" >&2
+fi
+
+# 2. names: the host resolves to 127.0.0.1 whose reverse name is localhost on single-host set-ups
+if [ "$(getent hosts "$HOST" | awk '{print $1; exit}')" = 127.0.0.1 ]; then
+  echo "$HOST localhost" > "$COMMON/host_aliases"
+fi
+echo "$MASTER" > "$COMMON/act_qmaster"
+
+QMASTER_PORT=$QPORT EXECD_PORT=$EPORT DRMAA_LIBRARY_PATH=/usr/lib/gridengine-drmaa/lib/libdrmaa.so.1.0 \
+  render "$HERE/settings.tmpl" SGE_ROOT SGE_CELL QMASTER_PORT EXECD_PORT DRMAA_LIBRARY_PATH > "$STATE/sge.env"
+
+wait_for() {  # wait_for SECONDS CMD...
+  local n=$1; shift
+  for _ in $(seq $((n * 5))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
+  return 1
+}
+
+# 3. qmaster and the cell's configuration
+if [ "$ROLE" = all ] || [ "$ROLE" = master ]; then
+  if ! qstat >/dev/null 2>&1; then
+    /usr/sbin/sge_qmaster
+    wait_for 30 qconf -sh || { say "qmaster did not answer on port $QPORT"; exit 1; }
+    cp /var/spool/gridengine/qmaster/qmaster.pid "$STATE/qmaster.pid"
+  fi
+  tmp=$(mktemp -d)
+  # jobs run as root on test hosts; the scheduler reacts in a second instead of fifteen
+  qconf -sconf | sed -e 's/^min_uid .*/min_uid 0/' -e 's/^min_gid .*/min_gid 0/' \
+    -e 's/flush_time=[0-9:]*/flush_time=00:00:01/' > "$tmp/global"
+  qconf -Mconf "$tmp/global" >/dev/null 2>&1 || true
+  qconf -ssconf | sed -e 's/^schedule_interval .*/schedule_interval 0:0:1/' \
+    -e 's/^flush_submit_sec .*/flush_submit_sec 1/' -e 's/^flush_finish_sec .*/flush_finish_sec 1/' > "$tmp/sched"
+  qconf -Msconf "$tmp/sched" >/dev/null
+  for h in $HOST $MASTER; do qconf -ah "$h" >/dev/null 2>&1 || true; qconf -as "$h" >/dev/null 2>&1 || true; done
+  HOST=$HOST render "$HERE/exechost.tmpl" HOST > "$tmp/exechost"
+  qconf -Ae "$tmp/exechost" >/dev/null 2>&1 || qconf -Me "$tmp/exechost" >/dev/null
+  PE=$PE render "$HERE/pe.tmpl" PE > "$tmp/pe"
+  qconf -Ap "$tmp/pe" >/dev/null 2>&1 || qconf -Mp "$tmp/pe" >/dev/null
+  HOSTS=$HOST render "$HERE/queue.tmpl" QUEUE HOSTS PE SLOTS > "$tmp/queue"
+  qconf -Aq "$tmp/queue" >/dev/null 2>&1 || qconf -Mq "$tmp/queue" >/dev/null
+  rm -rf "$tmp"
+fi
+
+# 4. the exec daemon (after min_uid is set: set later, the queue goes into error state)
+if [ "$ROLE" = all ] || [ "$ROLE" = exec ]; then
+  if ! [ -f "$STATE/execd.pid" ] || ! kill -0 "$(cat "$STATE/execd.pid")" 2>/dev/null; then
+    qmod -c "$QUEUE@$HOST" >/dev/null 2>&1 || true
+    rm -f /var/spool/gridengine/execd/*/execd.pid
+    /usr/sbin/sge_execd
+    # the spool directory is named after the name the qmaster knows the host by (an alias maybe)
+    wait_for 30 sh -c 'ls /var/spool/gridengine/execd/*/execd.pid' || { say "execd did not start"; exit 1; }
+    pidf=$(ls -t /var/spool/gridengine/execd/*/execd.pid | head -1)
+    cp "$pidf" "$STATE/execd.pid"
+  fi
+  # the host is up when qhost reports its load
+  wait_for 60 sh -c "qhost -h $HOST | awk 'NR>3 && \$4 != \"-\" {ok=1} END {exit !ok}'" \
+    || { say "exec host $HOST did not report to the qmaster"; exit 1; }
+  qmod -e "$QUEUE@$HOST" >/dev/null 2>&1 || true
+fi
+say "ready: source $STATE/sge.env (qmaster $MASTER:$QPORT, queue $QUEUE, pe $PE, $SLOTS slots on $HOST)"

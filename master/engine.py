@@ -1,0 +1,442 @@
+"""The master's loop: one `tick()` moves every run forward. The poller calls it on a timer.
+
+A tick, each step committed before the next (a master killed anywhere loses nothing; started
+again it reads the store and carries on):
+1. cancel what users asked to cancel;
+2. follow every open attempt: the worker's report (authoritative when present), else the
+   backend's state and the worker's heartbeat; close the attempts that ended and decide:
+   done -> task DONE (and a cache entry); bad input -> FAILED (no retry); temporary or crashed
+   -> READY again while retries remain (one spent), else FAILED; preempted, killed by a signal,
+   or vanished -> READY again without spending a retry; cancelled -> CANCELLED;
+3. make the next stages' tasks (pipeline.advance); PENDING tasks whose deps are done -> READY;
+4. READY tasks: compute the cache key; a hit -> DONE without running; else submit, grouped into
+   arrays (one per run, stage and resources), no more than `max_queued` open attempts in all;
+5. runs whose tasks are all done -> DONE (with a summary); a failed task fails its run (the rest
+   is cancelled).
+Only this loop changes task states (master.states checks every move).
+"""
+import logging
+import os
+import time
+
+from sqlalchemy import select
+
+from master import cachekey, pipeline
+from master.backends.base import ArraySpec, BackendError
+from master.states import (ACTIVE, TERMINAL, EndReason, JobState, RunState, TaskState, check_transition)
+from master.store import Attempt, CacheEntry, FileHash, Run, Task, add_event
+from worker.message import TaskMessage, read_heartbeat, read_report
+from worker import storage
+
+log = logging.getLogger("genefarm.engine")
+REPORT_GRACE = 3.0        # seconds to wait for a report after the backend says the job ended
+
+
+class Engine:
+    def __init__(self, settings, sessionmaker, backend):
+        self.settings = settings
+        self.Session = sessionmaker
+        self.backend = backend
+        self.version = cachekey.kernel_version()
+        self.serial = 0
+
+    # ------------------------------------------------------------------ helpers
+    def move(self, db, task, new, why=""):
+        check_transition(task.state, new)
+        if task.state != TaskState(new).value:
+            task.state = TaskState(new).value
+            task.updated = time.time()
+            if why:
+                task.reason = why
+                add_event(db, task.run_id, task.id, TaskState(new).value, why)
+
+    def run_dir(self, run_id):
+        return os.path.join(self.settings.dir("runs"), str(run_id))
+
+    def report_dir(self, task, number):
+        return os.path.join(self.run_dir(task.run_id), "tasks", str(task.id), f"a{number}")
+
+    # ------------------------------------------------------------------ the loop
+    def tick(self):
+        t0 = time.perf_counter()
+        with self.Session() as db:
+            self.recover_submissions(db)
+            self.handle_cancels(db)
+            self.poll_attempts(db)
+            for run in db.scalars(select(Run).where(Run.state == RunState.RUNNING.value)).all():
+                if pipeline.advance(db, self, run):
+                    db.commit()
+            self.promote(db)
+            self.submit_ready(db)
+            self.finish_runs(db)
+        return time.perf_counter() - t0
+
+    def recover_submissions(self, db):
+        """Attempts left without a job id by a master that died while submitting them."""
+        stale = db.scalars(select(Attempt).where(Attempt.end_reason == "", Attempt.job_id == "",
+                                                 Attempt.submitted < time.time() - 60)).all()
+        for a in stale:
+            self.close(db, a.task, a, "preempted", None, "the master stopped while submitting this attempt; "
+                       "submitted again (no retry spent)")
+        if stale:
+            db.commit()
+
+    def handle_cancels(self, db):
+        runs = db.scalars(select(Run).where(Run.state == RunState.RUNNING.value, Run.cancel_requested)).all()
+        for run in runs:
+            open_atts = [a for t in run.tasks for a in t.attempts if a.end_reason == "" and a.job_id]
+            if open_atts:
+                try:
+                    self.backend.cancel([a.job_id for a in open_atts])
+                except BackendError as e:
+                    log.warning("cancel: %s", e)
+            for t in run.tasks:
+                for a in t.attempts:
+                    if a.end_reason == "":
+                        a.end_reason, a.ended = EndReason.CANCELLED.value, time.time()
+                if TaskState(t.state) not in TERMINAL:
+                    self.move(db, t, TaskState.CANCELLED, "cancelled by a user")
+            run.state, run.finished, run.message = RunState.CANCELLED.value, time.time(), "cancelled by a user"
+            add_event(db, run.id, None, "cancelled", "run cancelled by a user")
+            db.commit()
+
+    # ------------------------------------------------------------------ attempts
+    def poll_attempts(self, db):
+        atts = db.scalars(select(Attempt).where(Attempt.end_reason == "")).all()
+        if not atts:
+            return
+        reports = {a.id: read_report(self.report_dir(a.task, a.number)) for a in atts}
+        ask = [a.job_id for a in atts if a.job_id and reports[a.id] is None]
+        states = {}
+        if ask:
+            try:
+                states = self.backend.status(ask)
+            except BackendError as e:
+                log.warning("status: %s", e)
+        now = time.time()
+        for a in atts:
+            t = a.task
+            rep = reports[a.id]
+            if rep is not None and rep.get("attempt") == a.number and rep.get("task") == t.id:
+                self.close_from_report(db, t, a, rep)
+                continue
+            if not a.job_id:
+                continue
+            js = states.get(a.job_id)
+            hb = read_heartbeat(self.report_dir(t, a.number))
+            if hb:
+                a.heartbeat = hb.get("at")
+                if a.started is None:
+                    a.started = hb.get("started") or now
+                a.node = hb.get("node") or a.node
+                if t.state == TaskState.QUEUED.value:
+                    self.move(db, t, TaskState.RUNNING, f"attempt {a.number} running on {a.node}")
+            if js is None:
+                continue
+            a.state = js.state.value
+            if js.node and not a.node:
+                a.node = js.node
+            if js.state == JobState.RUNNING:
+                if a.started is None:
+                    a.started = now
+                if t.state == TaskState.QUEUED.value:
+                    self.move(db, t, TaskState.RUNNING, f"attempt {a.number} running on {a.node or '?'}")
+            elif js.state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED):
+                if a.ended is None:
+                    a.ended = now                   # give the report a moment to appear (NAS)
+                    continue
+                if now - a.ended < REPORT_GRACE:
+                    continue
+                a.cpu_seconds, a.peak_mb = js.cpu_seconds, js.peak_mb
+                self.close_from_job(db, t, a, js)
+            elif js.state == JobState.UNKNOWN:
+                last = max(a.heartbeat or 0, a.submitted or 0)
+                if now - last > self.settings.lost_after:
+                    self.close(db, t, a, "preempted", None,
+                               f"lost: the scheduler no longer knows job {a.job_id} ({js.raw}), no report and no "
+                               f"heartbeat for {int(now - last)} s; requeued without spending a retry")
+        db.commit()
+
+    def close_from_report(self, db, t, a, rep):
+        a.cpu_seconds = rep.get("cpu_seconds")
+        a.peak_mb = rep.get("peak_mb")
+        a.node = rep.get("node") or a.node
+        a.started = rep.get("started") or a.started
+        a.ended = rep.get("ended") or time.time()
+        outcome = rep.get("outcome", "failed")
+        if outcome == "done":
+            t.result = rep.get("result") or {}
+        self.close(db, t, a, outcome, rep.get("exit_code"), rep.get("message", ""))
+
+    def close_from_job(self, db, t, a, js):
+        run = t.run
+        code = js.exit_code
+        if js.state == JobState.CANCELLED:
+            if run.cancel_requested:
+                self.close(db, t, a, "cancelled", code, "cancelled")
+            else:
+                self.close(db, t, a, "preempted", code, f"job {a.job_id} was cancelled by the scheduler or an "
+                           f"administrator ({js.raw}); requeued without spending a retry")
+        elif js.signal or (code is not None and code > 128):
+            self.close(db, t, a, "preempted", code, f"job {a.job_id} was killed by signal "
+                       f"{js.signal or code - 128} before the worker could report ({js.raw}); requeued without "
+                       f"spending a retry")
+        elif code == 2:
+            self.close(db, t, a, "bad_input", code, f"job {a.job_id} exited 2 (bad input) without a report; "
+                       f"see its log {a.log}")
+        elif code == 75:
+            self.close(db, t, a, "temporary", code, f"job {a.job_id} exited 75 (temporary) without a report")
+        else:
+            self.close(db, t, a, "failed", code, f"job {a.job_id} ended ({js.raw}, exit {code}) without a "
+                       f"report from the worker; see its log {a.log}")
+
+    def close(self, db, t, a, outcome, code, message):
+        """End attempt a of task t with outcome (a worker outcome or "cancelled") and decide what next."""
+        s = self.settings
+        a.exit_code = code
+        a.message = message or ""
+        a.ended = a.ended or time.time()
+        if a.started and a.ended:
+            a.wall_seconds = round(a.ended - a.started, 3)
+        if TaskState(t.state) in TERMINAL:          # e.g. cancelled meanwhile: just close the attempt
+            a.end_reason = EndReason.CANCELLED.value if t.state == TaskState.CANCELLED.value else outcome
+            return
+        if outcome == "done":
+            a.end_reason = EndReason.DONE.value
+            if not pipeline.is_complete(t):
+                a.end_reason = EndReason.FAILED.value
+                outcome, message = "failed", f"the worker reported done but {t.outputs.get('out')} is incomplete"
+                a.message = message
+            else:
+                self.move(db, t, TaskState.DONE, f"attempt {a.number} done on {a.node or '?'}")
+                if not db.get(CacheEntry, t.cache_key):
+                    db.add(CacheEntry(key=t.cache_key, stage=t.stage, outputs=t.outputs, result=t.result or {},
+                                      task_id=t.id))
+                return
+        if outcome == "cancelled":
+            a.end_reason = EndReason.CANCELLED.value
+            self.move(db, t, TaskState.CANCELLED, "cancelled")
+            return
+        if outcome == "preempted":
+            a.end_reason = EndReason.PREEMPTED.value
+            t.preemptions += 1
+            if t.preemptions > s.max_preemptions:
+                self.move(db, t, TaskState.FAILED, f"preempted {t.preemptions} times (limit {s.max_preemptions}): "
+                          f"{message}")
+            else:
+                self.move(db, t, TaskState.READY, f"attempt {a.number} preempted: {message} "
+                          f"(preemption {t.preemptions}; retries spent {t.retries}/{s.max_retries})")
+            return
+        a.end_reason = EndReason.FAILED.value
+        if outcome == "bad_input":
+            self.move(db, t, TaskState.FAILED, f"attempt {a.number} failed on bad input (exit 2), not retried: "
+                      f"{message}")
+        elif t.retries < s.max_retries:
+            t.retries += 1
+            self.move(db, t, TaskState.READY, f"attempt {a.number} failed ({outcome}, exit {code}): {message}; "
+                      f"retry {t.retries} of {s.max_retries}")
+        else:
+            self.move(db, t, TaskState.FAILED, f"attempt {a.number} failed ({outcome}, exit {code}): {message}; "
+                      f"out of retries ({t.retries} of {s.max_retries} spent, {t.preemptions} preemptions)")
+
+    # ------------------------------------------------------------------ new work
+    def promote(self, db):
+        pend = db.scalars(select(Task).join(Run).where(Task.state == TaskState.PENDING.value,
+                                                       Run.state == RunState.RUNNING.value)).all()
+        if not pend:
+            return
+        by_run = {}
+        for t in pend:
+            if t.run_id not in by_run:
+                by_run[t.run_id] = {x.key: x.state for x in db.scalars(select(Task).where(Task.run_id == t.run_id))}
+            states = by_run[t.run_id]
+            if all(states.get(d) == TaskState.DONE.value for d in t.deps):
+                self.move(db, t, TaskState.READY, "its inputs are done")
+        db.commit()
+
+    def _lookup_hash(self, db):
+        def lookup(uri, size, mtime):
+            fh = db.get(FileHash, uri)
+            return fh.sha256 if fh and fh.size == size and fh.mtime == mtime else None
+
+        def remember(uri, size, mtime, sha):
+            fh = db.get(FileHash, uri)
+            if fh is None:
+                db.add(FileHash(uri=uri, size=size, mtime=mtime, sha256=sha))
+            else:
+                fh.size, fh.mtime, fh.sha256 = size, mtime, sha
+        return lookup, remember
+
+    def resolve_key(self, db, t):
+        """Compute t.cache_key from its basis (content hashes of files, producers' keys)."""
+        lookup, remember = self._lookup_hash(db)
+        ids = {}
+        for name, v in t.basis.get("inputs", {}).items():
+            vs = v if isinstance(v, list) else [v]
+            res = [cachekey.file_identity(x[5:], lookup, remember) if x.startswith("file:") else x for x in vs]
+            ids[name] = res if isinstance(v, list) else res[0]
+        resolved = {"inputs": ids, "params": t.params, "region": t.region, "version": self.version}
+        t.basis = dict(t.basis, resolved=resolved)
+        t.cache_key = cachekey.make_key(t.stage, ids, t.params, t.region, self.version)
+
+    def why_miss(self, db, t):
+        """Why task t has to run: the earlier run of the same task, and what changed since."""
+        prev = db.scalars(select(Task).join(Run).where(Run.sample_id == t.run.sample_id, Task.key == t.key,
+                                                       Task.id != t.id, Task.cache_key != "")
+                          .order_by(Task.id.desc())).first()
+        if prev is None:
+            return "never run before for this sample: no earlier result with this cache key"
+        if prev.cache_key == t.cache_key:
+            if prev.state != TaskState.DONE.value:
+                return f"run {prev.run_id} ran it with the same key but it ended {prev.state}"
+            return f"the result of run {prev.run_id} (same key) is gone: {prev.outputs.get('out', '')} is incomplete"
+        changes = cachekey.diff(prev.basis.get("resolved", {}), t.basis.get("resolved", {}))
+        return f"cache key differs from run {prev.run_id}: " + ("; ".join(changes) or "unknown change")
+
+    def submit_ready(self, db):
+        ready = db.scalars(select(Task).join(Run).where(Task.state == TaskState.READY.value,
+                                                        Run.state == RunState.RUNNING.value,
+                                                        Run.cancel_requested.is_(False))
+                           .order_by(Task.id)).all()
+        if not ready:
+            return
+        todo = []
+        for t in ready:
+            if not t.cache_key:
+                try:
+                    self.resolve_key(db, t)
+                except storage.StorageError as e:
+                    self.move(db, t, TaskState.FAILED, f"input unavailable: {e}")
+                    continue
+                hit = db.get(CacheEntry, t.cache_key)
+                if hit is not None and pipeline.is_complete(hit.outputs):
+                    t.outputs, t.result, t.cached = hit.outputs, hit.result, True
+                    self.move(db, t, TaskState.DONE, f"cache hit: same key as task {hit.task_id}; not run again "
+                              f"(outputs {hit.outputs.get('out')})")
+                    continue
+                add_event(db, t.run_id, t.id, "cache-miss", self.why_miss(db, t))
+            todo.append(t)
+        db.commit()
+        open_n = len(db.scalars(select(Attempt.id).where(Attempt.end_reason == "")).all())
+        room = self.settings.max_queued - open_n
+        if room <= 0 or not todo:
+            return
+        groups = {}
+        for t in todo[:room]:
+            r = t.resources
+            key = (t.run_id, t.stage, int(r.get("cpus", 1)), int(r.get("ranks", 1)), int(r.get("memory_mb", 0)))
+            groups.setdefault(key, []).append(t)
+        for (run_id, stage, cpus, ranks, mem), tasks in groups.items():
+            self.submit_array(db, run_id, stage, cpus, ranks, mem, tasks)
+
+    def submit_array(self, db, run_id, stage, cpus, ranks, mem, tasks):
+        s = self.settings
+        self.serial += 1
+        name = f"gf{run_id}-{stage}-{int(time.time() * 1000) % 10 ** 9}{self.serial}"
+        manifest = os.path.join(self.run_dir(run_id), "arrays", name)
+        logs = os.path.join(self.run_dir(run_id), "logs")
+        os.makedirs(manifest, exist_ok=True)
+        os.makedirs(logs, exist_ok=True)
+        spec = ArraySpec(name=name, count=len(tasks), argv=[s.python, "-m", "worker", "run", "--array", manifest],
+                         manifest=manifest, log_dir=logs, cpus=cpus, ranks=ranks, memory_mb=mem,
+                         env=self.worker_env())
+        atts = []
+        for i, t in enumerate(tasks, 1):
+            number = len(t.attempts) + 1
+            t.outputs = {"out": pipeline.output_uri(s, t, t.run)}
+            rdir = self.report_dir(t, number)
+            os.makedirs(rdir, exist_ok=True)
+            msg = TaskMessage(task=t.id, attempt=number, run=run_id, stage=t.stage, key=t.key, inputs=t.inputs,
+                              outputs=t.outputs, report=rdir, region=t.region, params=t.params,
+                              resources=t.resources)
+            tmp = os.path.join(manifest, f"{i}.json.tmp")
+            with open(tmp, "w") as f:
+                f.write(msg.to_json())
+            os.replace(tmp, os.path.join(manifest, f"{i}.json"))
+            a = Attempt(task_id=t.id, number=number, backend=self.backend.name, job_id="", state="submitting",
+                        log=spec.log_path(i))
+            db.add(a)
+            atts.append(a)
+        db.commit()
+        try:
+            ids = self.backend.submit(spec)
+        except BackendError as e:
+            for a in atts:
+                db.delete(a)
+            add_event(db, run_id, None, "submit-error", f"submitting {name} ({len(tasks)} {stage} tasks) failed: "
+                      f"{e}; will try again")
+            db.commit()
+            log.warning("submit %s: %s", name, e)
+            return
+        for a, t, jid in zip(atts, tasks, ids):
+            a.job_id, a.state = jid, JobState.QUEUED.value
+            self.move(db, t, TaskState.QUEUED, f"attempt {a.number} submitted to {self.backend.name} as job {jid} "
+                      f"(array {name})")
+        db.commit()
+
+    def worker_env(self):
+        env = {"GENEFARM_HEARTBEAT_SECONDS": str(self.settings.heartbeat_seconds)}
+        for k in ("NUMBA_CACHE_DIR", "GENEFARM_NUMBA_CACHE_BASE", "AWS_ENDPOINT_URL", "GENEFARM_S3_ENDPOINT",
+                  "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "OSS_ENDPOINT",
+                  "OSS_ACCESS_KEY_ID", "OSS_ACCESS_KEY_SECRET", "PYTHONPATH", "GENEFARM_SCRATCH"):
+            if os.environ.get(k):
+                env[k] = os.environ[k]
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        return env
+
+    # ------------------------------------------------------------------ runs
+    def finish_runs(self, db):
+        for run in db.scalars(select(Run).where(Run.state == RunState.RUNNING.value)).all():
+            tasks = run.tasks
+            failed = [t for t in tasks if t.state == TaskState.FAILED.value]
+            if failed:
+                for t in tasks:
+                    if TaskState(t.state) in ACTIVE:
+                        jobs = [a.job_id for a in t.attempts if a.end_reason == "" and a.job_id]
+                        if jobs:
+                            try:
+                                self.backend.cancel(jobs)
+                            except BackendError as e:
+                                log.warning("cancel: %s", e)
+                        for a in t.attempts:
+                            if a.end_reason == "":
+                                a.end_reason, a.ended = EndReason.CANCELLED.value, time.time()
+                    if TaskState(t.state) not in TERMINAL:
+                        self.move(db, t, TaskState.CANCELLED, f"cancelled: task {failed[0].key} failed")
+                run.state, run.finished = RunState.FAILED.value, time.time()
+                run.message = f"task {failed[0].key} failed: {failed[0].reason}"
+                add_event(db, run.id, None, "failed", run.message)
+                db.commit()
+                continue
+            gather = [t for t in tasks if t.stage == "gather"]
+            if gather and all(t.state == TaskState.DONE.value for t in tasks):
+                run.summary = dict(run.summary or {}, **self.summary(run))
+                run.state, run.finished = RunState.DONE.value, time.time()
+                run.message = "done"
+                add_event(db, run.id, None, "done", "run done")
+                db.commit()
+
+    def summary(self, run):
+        """QC (from gather), outputs, and time and core-seconds per stage (every attempt counted)."""
+        g = next(t for t in run.tasks if t.stage == "gather")
+        stages = {}
+        for t in run.tasks:
+            s = stages.setdefault(t.stage, {"tasks": 0, "cached": 0, "attempts": 0, "retries": 0, "preemptions": 0,
+                                            "core_seconds": 0.0, "first_start": None, "last_end": None})
+            s["tasks"] += 1
+            s["cached"] += int(t.cached)
+            s["retries"] += t.retries
+            s["preemptions"] += t.preemptions
+            for a in t.attempts:
+                s["attempts"] += 1
+                s["core_seconds"] += a.cpu_seconds or 0.0
+                if a.started:
+                    s["first_start"] = min(s["first_start"] or a.started, a.started)
+                if a.ended:
+                    s["last_end"] = max(s["last_end"] or a.ended, a.ended)
+        for s in stages.values():
+            s["wall_seconds"] = round(s["last_end"] - s["first_start"], 3) if s["first_start"] and s["last_end"] else 0
+            s["core_seconds"] = round(s["core_seconds"], 3)
+        return {"qc": g.result, "outputs": g.outputs, "stages": stages,
+                "wall_seconds": round(time.time() - run.created, 3)}

@@ -1,0 +1,181 @@
+"""The sample pipeline: which tasks a run has, and when the next ones can be made.
+
+    index   reference -> index directory (one per reference content: its cache key has only
+            the reference's content hash, so every sample of that reference shares it)
+    split   R1 + R2 -> chunk files (the kernel checks the pair: counts and names)
+    (plan)  index -> regions.bed: the region planner, run by the master itself, cached by key
+    align   per chunk: index + chunk + regions.bed -> one BAM part per region (+ unmapped)
+    call    per region: the parts of the region and its two neighbours, from every chunk ->
+            region VCF + region BAM
+    gather  region VCFs + region BAMs -> sample VCF.gz + TBI, BAM + BAI, QC summary
+
+`start(db, settings, run)` makes the first tasks; `advance(db, eng, run)` is called on every poll and
+makes the next stage's tasks once the tasks they need are done (their count depends on the
+outputs before them: chunks from split, regions from the plan). Tasks name their inputs by
+location (`inputs`) and by identity (`basis.inputs`, see cachekey.py).
+"""
+import glob
+import hashlib
+import os
+import re
+
+from sqlalchemy import select
+
+from master import planner
+from master.states import TaskState
+from master.store import Task, add_event
+
+STAGES = ("index", "split", "align", "call", "gather")
+
+
+def work_dir(settings, stage, key):
+    return os.path.join(settings.dir("work"), stage, key[:2], key)
+
+
+def _task(db, run, stage, key, deps, inputs, basis_inputs, params=None, region="", resources=None):
+    t = Task(run_id=run.id, stage=stage, key=key, deps=deps, inputs=inputs, region=region,
+             params=params or {}, resources=resources or {"cpus": 1, "ranks": 1},
+             basis={"inputs": basis_inputs}, state=TaskState.PENDING.value)
+    db.add(t)
+    db.flush()
+    add_event(db, run.id, t.id, "created", f"task {key} created (stage {stage})")
+    return t
+
+
+def start(db, settings, run):
+    s = run.sample
+    ref = s.reference
+    _task(db, run, "index", "index", [], {"reference": ref.uri}, {"reference": f"sha256:{ref.sha256}"})
+    _task(db, run, "split", "split", [], {"r1": s.r1, "r2": s.r2}, {"r1": f"file:{s.r1}", "r2": f"file:{s.r2}"},
+          params={"pairs": int(s.params.get("chunk_pairs") or settings.chunk_pairs)})
+
+
+def _by_key(db, run):
+    return {t.key: t for t in db.scalars(select(Task).where(Task.run_id == run.id))}
+
+
+def _out(t):
+    return t.outputs.get("out", "")
+
+
+def _plan(db, eng, run, index_task):
+    """The region plan (regions.bed under the work directory, keyed by the index and the count)."""
+    k = run.sample.regions
+    key = hashlib.sha256(f"plan\0{index_task.cache_key}\0{k}".encode()).hexdigest()
+    d = work_dir(eng.settings, "plan", key)
+    bed = os.path.join(d, "regions.bed")
+    if not os.path.exists(bed):
+        contigs = planner.contigs_of_index(os.path.join(_out(index_task), "ref"))
+        regions = planner.plan(contigs, k)
+        os.makedirs(d, exist_ok=True)
+        planner.write_bed(regions, bed)
+        add_event(db, run.id, None, "plan", f"planned {len(regions)} regions ({k} asked) -> {bed}")
+    else:
+        regions = planner.read_bed(bed)
+    summary = dict(run.summary or {})
+    summary["plan"] = {"bed": bed, "key": key, "regions": [r.spec for r in regions]}
+    run.summary = summary
+    return summary["plan"]
+
+
+def chunks_of(split_out):
+    """[(name, r1, r2)] of the chunk files kernels.split wrote (PREFIX.cNNNN_R1/_R2.fastq.gz)."""
+    out = []
+    for r1 in sorted(glob.glob(os.path.join(split_out, "chunk.c*_R1.fastq.gz"))):
+        m = re.search(r"\.(c\d+)_R1\.fastq\.gz$", r1)
+        r2 = r1[:-len("_R1.fastq.gz")] + "_R2.fastq.gz"
+        if m and os.path.exists(r2):
+            out.append((m.group(1), r1, r2))
+    return out
+
+
+def advance(db, eng, run):
+    """Make the tasks whose inputs are now known. Returns the number made."""
+    tasks = _by_key(db, run)
+    made = 0
+    st = eng.settings
+    s = run.sample
+    idx, spl = tasks.get("index"), tasks.get("split")
+    if idx is None or spl is None:
+        return 0
+    done = TaskState.DONE.value
+    if idx.state == done and "plan" not in (run.summary or {}):
+        _plan(db, eng, run, idx)
+    plan = (run.summary or {}).get("plan")
+    aligns = sorted((t for k, t in tasks.items() if t.stage == "align"), key=lambda t: t.key)
+    if plan and spl.state == done and not aligns:
+        chunks = chunks_of(_out(spl))
+        if not chunks:
+            run.message = f"split produced no chunks in {_out(spl)}"
+            add_event(db, run.id, spl.id, "error", run.message)
+            return 0
+        rg = f"@RG\\tID:{s.name}\\tSM:{s.name}\\tPL:ILLUMINA"
+        for name, r1, r2 in chunks:
+            rel1, rel2 = os.path.basename(r1), os.path.basename(r2)
+            _task(db, run, "align", f"align/{name}", ["index", "split"],
+                  {"index": _out(idx), "r1": r1, "r2": r2, "regions": plan["bed"]},
+                  {"index": f"task:{idx.cache_key}", "r1": f"task:{spl.cache_key}/{rel1}",
+                   "r2": f"task:{spl.cache_key}/{rel2}", "regions": f"plan:{plan['key']}"},
+                  params={"read_group": rg},
+                  resources={"cpus": st.threads, "ranks": int(s.params.get("ranks", 1))})
+            made += 1
+        add_event(db, run.id, spl.id, "expand", f"{len(chunks)} chunks -> {len(chunks)} align tasks")
+        return made
+    calls = [t for t in tasks.values() if t.stage == "call"]
+    if aligns and not calls and all(t.state == done for t in aligns):
+        specs = plan["regions"]
+        for r, spec in enumerate(specs):
+            parts, ids = [], []
+            for t in aligns:
+                for q in (r - 1, r, r + 1):
+                    if 0 <= q < len(specs):
+                        p = os.path.join(_out(t), f"part.r{q:04d}.bam")
+                        if os.path.exists(p):
+                            parts.append(p)
+                            ids.append(f"task:{t.cache_key}/part.r{q:04d}.bam")
+            _task(db, run, "call", f"call/r{r:04d}", [t.key for t in aligns],
+                  {"reference": s.reference.uri, "parts": parts},
+                  {"reference": f"sha256:{s.reference.sha256}", "parts": ids}, region=spec,
+                  resources={"cpus": st.threads, "ranks": 1})
+            made += 1
+        add_event(db, run.id, None, "expand", f"{len(specs)} regions -> {len(specs)} call tasks")
+        return made
+    gathers = [t for t in tasks.values() if t.stage == "gather"]
+    if calls and not gathers and all(t.state == done for t in calls):
+        calls.sort(key=lambda t: t.key)
+        vcfs = [os.path.join(_out(t), "region.vcf.gz") for t in calls]
+        bams = [os.path.join(_out(t), "region.bam") for t in calls]
+        unmapped = [os.path.join(_out(t), "part.unmapped.bam") for t in aligns]
+        unmapped = [u for u in unmapped if os.path.exists(u)]
+        _task(db, run, "gather", "gather", [t.key for t in calls], {"vcfs": vcfs, "bams": bams + unmapped},
+              {"vcfs": [f"task:{t.cache_key}/region.vcf.gz" for t in calls],
+               "bams": [f"task:{t.cache_key}/region.bam" for t in calls]
+               + [f"task:{t.cache_key}/part.unmapped.bam" for t in aligns
+                  if os.path.exists(os.path.join(_out(t), "part.unmapped.bam"))]},
+              params={"sample": s.name})
+        made += 1
+    return made
+
+
+def output_uri(settings, task, run):
+    """Where a task's outputs go: the sample's output URI for gather when one was given, else the
+    work directory of its cache key (found again by later runs)."""
+    if task.stage == "gather" and run.sample.output:
+        return run.sample.output.rstrip("/") + f"/run{run.id}"
+    return work_dir(settings, task.stage, task.cache_key)
+
+
+def is_complete(task_or_outputs):
+    """True when a task's output directory was delivered whole (it holds the worker's marker)."""
+    from worker import storage
+    from worker.run import DONE_MARKER
+    out = task_or_outputs.get("out", "") if isinstance(task_or_outputs, dict) else _out(task_or_outputs)
+    if not out:
+        return False
+    if storage.is_remote(out):
+        try:
+            storage.stat(storage.join(out, DONE_MARKER))
+            return True
+        except storage.StorageError:
+            return False
+    return os.path.exists(os.path.join(storage.local_path(out), DONE_MARKER))

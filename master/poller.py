@@ -1,0 +1,77 @@
+"""The poller: its own process (never inside a web worker), running Engine.tick on a timer with
+APScheduler. One per GENEFARM_HOME (a lock file makes a second one wait), so no task is
+followed twice.
+
+    genefarm poller          (or `python -m master.poller`; `genefarm serve` starts one beside the API)
+"""
+import fcntl
+import logging
+import os
+import signal
+import sys
+
+from master import settings as settings_mod
+from master.backends import get_backend
+from master.engine import Engine
+from master.store import open_store
+
+log = logging.getLogger("genefarm.poller")
+
+
+def _ensure_preload(s):
+    """SGE's libdrmaa links jemalloc, which cannot be loaded late: re-exec with it preloaded."""
+    from master.backends.drmaa_backend import JEMALLOC
+    if s.backend == "drmaa" and JEMALLOC not in os.environ.get("LD_PRELOAD", "") and os.path.exists(JEMALLOC) \
+            and not os.environ.get("GENEFARM_NO_REEXEC"):
+        env = dict(os.environ, LD_PRELOAD=(JEMALLOC + " " + os.environ.get("LD_PRELOAD", "")).strip(),
+                   GENEFARM_NO_REEXEC="1")
+        os.execve(sys.executable, [sys.executable, "-m", "master.poller"] + sys.argv[1:], env)
+
+
+def main(argv=None, home=None):
+    s = settings_mod.load(home)
+    _ensure_preload(s)
+    logging.basicConfig(filename=os.path.join(s.dir("logs"), "poller.log"), level=logging.INFO,
+                        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    lock = open(os.path.join(s.home, "poller.lock"), "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"genefarm poller: another poller runs for {s.home}; waiting for it to stop", file=sys.stderr)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    _, Session = open_store(s.db_url)
+    backend = get_backend(s)
+    engine = Engine(s, Session, backend)
+    from apscheduler.schedulers.blocking import BlockingScheduler
+    sched = BlockingScheduler()
+
+    def tick():
+        try:
+            took = engine.tick()
+            if took > s.poll_seconds:
+                log.info("tick took %.2f s", took)
+        except Exception:  # noqa: BLE001  (a bad tick is logged; the next one tries again)
+            log.exception("tick failed")
+
+    sched.add_job(tick, "interval", seconds=s.poll_seconds, max_instances=1, coalesce=True,
+                  misfire_grace_time=None, id="tick")
+
+    def stop(_sig, _frame):
+        sched.shutdown(wait=False)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"genefarm poller: pid {os.getpid()}, backend {backend.name}, every {s.poll_seconds} s, "
+          f"home {s.home}", file=sys.stderr, flush=True)
+    log.info("poller started: backend %s", backend.name)
+    tick()
+    sched.start()
+    backend.close()
+    log.info("poller stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

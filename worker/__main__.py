@@ -1,0 +1,5 @@
+import sys
+
+from worker.run import main
+
+sys.exit(main())

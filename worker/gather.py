@@ -1,0 +1,128 @@
+"""The gather stage: region VCFs -> one VCF (bgzip + tabix), region BAMs -> one BAM (+ index), a QC summary.
+
+    python -m worker.gather -o OUTDIR --name SAMPLE --vcf r0000.vcf.gz --vcf r0001.vcf.gz ... --bam ... [--json]
+
+Regions come in genome order and a variant belongs to the region holding its POS, so the
+whole-genome VCF is the region VCFs' records one after the other (read and written with pysam,
+htslib underneath; no bcftools). The BAMs are merged with pysam.merge and indexed. Writes
+OUTDIR/SAMPLE.vcf.gz(.tbi), OUTDIR/SAMPLE.bam(.bai), OUTDIR/SAMPLE.qc.json, each under a
+temporary name first. Exit 2 when an input is missing or not what it should be.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import pysam
+
+
+class GatherError(Exception):
+    pass
+
+
+def concat_vcfs(vcfs, out):
+    """Concatenate VCFs (same header, records in order) into bgzipped out + .tbi; returns counts."""
+    tmp = out + ".tmp.vcf.gz"
+    counts = {"variants": 0, "snps": 0, "indels": 0, "other": 0}
+    last = None
+    with pysam.VariantFile(vcfs[0]) as first:
+        header = first.header.copy()
+    with pysam.VariantFile(tmp, "wz", header=header) as w:
+        for v in vcfs:
+            with pysam.VariantFile(v) as f:
+                if list(f.header.contigs) != list(header.contigs) or list(f.header.samples) != list(header.samples):
+                    raise GatherError(f"{v}: its header does not match {vcfs[0]} (contigs or samples differ)")
+                for rec in f:
+                    key = (header.contigs[rec.contig].id if rec.contig in header.contigs else -1, rec.pos)
+                    if last is not None and key < last:
+                        raise GatherError(f"{v}: record {rec.contig}:{rec.pos} is before the previous region's "
+                                          f"last record: region VCFs must be given in genome order")
+                    last = key
+                    w.write(rec)
+                    counts["variants"] += 1
+                    alts = rec.alts or ()
+                    if all(len(a) == 1 and len(rec.ref) == 1 for a in alts):
+                        counts["snps"] += 1
+                    elif all(not a.startswith("<") for a in alts):
+                        counts["indels"] += 1
+                    else:
+                        counts["other"] += 1
+    pysam.tabix_index(tmp, preset="vcf", force=True)
+    os.replace(tmp + ".tbi", out + ".tbi.tmp")
+    os.replace(tmp, out)
+    os.replace(out + ".tbi.tmp", out + ".tbi")
+    return counts
+
+
+def merge_bams(bams, out, threads=1):
+    tmp = out + ".tmp.bam"
+    if len(bams) == 1:
+        import shutil
+        shutil.copyfile(bams[0], tmp)
+    else:
+        pysam.merge("-f", "-c", "-p", "-@", str(threads), tmp, *bams)
+    pysam.index(tmp)
+    os.replace(tmp + ".bai", out + ".bai.tmp")
+    os.replace(tmp, out)
+    os.replace(out + ".bai.tmp", out + ".bai")
+
+
+def bam_counts(bam):
+    """reads, mapped, duplicates, properly paired (primary records) from the BAM's flags."""
+    c = {"reads": 0, "mapped": 0, "duplicates": 0, "proper": 0}
+    with pysam.AlignmentFile(bam) as f:
+        for r in f.fetch(until_eof=True):
+            if r.is_secondary or r.is_supplementary:
+                continue
+            c["reads"] += 1
+            if not r.is_unmapped:
+                c["mapped"] += 1
+                c["duplicates"] += r.is_duplicate
+                c["proper"] += r.is_proper_pair
+    n = max(c["reads"], 1)
+    c["mapping_rate"] = round(c["mapped"] / n, 6)
+    c["duplicate_rate"] = round(c["duplicates"] / n, 6)
+    return c
+
+
+def run(out_dir, name, vcfs, bams, threads=1):
+    for p in vcfs + bams:
+        if not os.path.exists(p):
+            raise GatherError(f"{p}: missing input of the gather stage (a region task's output is gone)")
+    t0 = time.perf_counter()
+    os.makedirs(out_dir, exist_ok=True)
+    vcf = os.path.join(out_dir, f"{name}.vcf.gz")
+    bam = os.path.join(out_dir, f"{name}.bam")
+    vc = concat_vcfs(vcfs, vcf)
+    merge_bams(bams, bam, threads)
+    qc = {"sample": name, "vcf": vcf, "bam": bam, "regions": len(vcfs), **bam_counts(bam), **vc,
+          "seconds": round(time.perf_counter() - t0, 3)}
+    tmp = os.path.join(out_dir, f"{name}.qc.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(qc, f, indent=1)
+    os.replace(tmp, os.path.join(out_dir, f"{name}.qc.json"))
+    return qc
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m worker.gather", description=__doc__.split("\n")[0])
+    ap.add_argument("-o", "--outdir", required=True)
+    ap.add_argument("--name", default="sample")
+    ap.add_argument("--vcf", action="append", default=[], required=True)
+    ap.add_argument("--bam", action="append", default=[], required=True)
+    ap.add_argument("-t", "--threads", type=int, default=1)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+    try:
+        qc = run(a.outdir, a.name, a.vcf, a.bam, a.threads)
+    except (GatherError, ValueError, OSError) as e:
+        print(f"worker.gather: error: {e}", file=sys.stderr)
+        return 2
+    if a.json:
+        print(json.dumps(qc, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""The kernel command of each stage: the one place that knows how a stage calls its kernel.
+
+command(msg, inputs, out_dir) -> argv, given the task message, its inputs as local paths and
+the directory the task's outputs go to. Each kernel prints a JSON summary on stdout (--json).
+Tasks with resources.ranks > 1 run under MPI: `srun --mpi=pmi2 -n K` inside a Slurm
+allocation, the venv's own `mpiexec -n K` elsewhere (the launcher must match mpi4py's library).
+"""
+import os
+import sys
+
+MPI_STAGES = ("align",)
+
+
+def _py():
+    return sys.executable
+
+
+def index_prefix(path):
+    """An index input is a directory holding ref.gfi.*; the kernels take the prefix."""
+    return os.path.join(path, "ref") if os.path.isdir(path) else path
+
+
+def _as_list(v):
+    return list(v) if isinstance(v, (list, tuple)) else [v]
+
+
+def command(msg, inputs, out_dir):
+    st, p, t = msg.stage, msg.params, str(max(1, msg.cpus))
+    if st == "index":
+        argv = [_py(), "-m", "kernels.index", inputs["reference"], os.path.join(out_dir, "ref"), "--json"]
+    elif st == "split":
+        argv = [_py(), "-m", "kernels.split", inputs["r1"], inputs["r2"], "--pairs", str(p["pairs"]),
+                "-o", os.path.join(out_dir, "chunk"), "--json"]
+    elif st == "align":
+        argv = [_py(), "-m", "kernels.align", index_prefix(inputs["index"]), inputs["r1"], inputs["r2"],
+                "--regions", inputs["regions"], "--parts", os.path.join(out_dir, "part"), "-t", t, "--json", "-q"]
+        if p.get("read_group"):
+            argv += ["-R", p["read_group"]]
+    elif st == "call":
+        argv = [_py(), "-m", "kernels.call", inputs["reference"], *_as_list(inputs["parts"]),
+                "-o", os.path.join(out_dir, "region.vcf.gz"), "--bam-out", os.path.join(out_dir, "region.bam"),
+                "-t", t, "--json"]
+        if msg.region:
+            argv += ["--region", msg.region]
+    elif st == "gather":
+        argv = [_py(), "-m", "worker.gather", "-o", out_dir, "--name", p.get("sample", "sample"), "--json"]
+        for v in _as_list(inputs["vcfs"]):
+            argv += ["--vcf", v]
+        for b in _as_list(inputs["bams"]):
+            argv += ["--bam", b]
+    else:
+        raise ValueError(f"unknown stage {st}")
+    if msg.ranks > 1 and st in MPI_STAGES:
+        if os.environ.get("SLURM_JOB_ID"):
+            argv = ["srun", "--mpi=pmi2", "-n", str(msg.ranks)] + argv
+        else:
+            argv = [os.path.join(os.path.dirname(_py()), "mpiexec"), "-n", str(msg.ranks)] + argv
+    return argv
+
+
+def kernel_module(stage):
+    return {"index": "kernels.index", "split": "kernels.split", "align": "kernels.align",
+            "call": "kernels.call", "gather": "worker.gather"}[stage]
