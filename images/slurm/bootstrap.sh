@@ -65,6 +65,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends "${missing[@]}" >&2
 fi
 
+if [ -f "$STATE/ctld/clustername" ] && [ "$(cat "$STATE/ctld/clustername")" != "$CLUSTER" ]; then
+  say "$STATE holds the state of cluster $(cat "$STATE/ctld/clustername"), not $CLUSTER: use a fresh --state"
+  exit 2
+fi
 mkdir -p "$STATE/ctld" "$STATE/munge" "$STATE/munge-key"
 chown munge:munge "$STATE/munge" "$STATE/munge-key"; chmod 0755 "$STATE/munge"; chmod 0700 "$STATE/munge-key"
 MUNGE_SOCKET=$STATE/munge/munge.socket

@@ -42,10 +42,26 @@ def parse_scontrol(text):
         f = dict(m.groups() for m in re.finditer(r"(\w+(?:/\w+)?)=(\S*)", line))
         if "JobId" not in f:
             continue
-        key = f"{f['ArrayJobId']}_{f['ArrayTaskId']}" if f.get("ArrayTaskId") not in (None, "", "N/A") \
-            and "ArrayJobId" in f else f["JobId"]
-        out[key] = f
+        tasks = f.get("ArrayTaskId", "")
+        if tasks.isdigit() and int(tasks) >= 4294967294:
+            out[f"{f.get('ArrayJobId')}_*"] = f      # the array's own record: elements cancelled while pending
+            continue
+        if "ArrayJobId" not in f or tasks in ("", "N/A"):
+            out[f["JobId"]] = f
+            continue
+        for t in _expand(tasks):          # pending elements stay one record: "1-5", "3,7-9%2"
+            out[f"{f['ArrayJobId']}_{t}"] = f
     return out
+
+
+def _expand(tasks):
+    ids = []
+    for part in tasks.split("%")[0].split(","):
+        m = re.fullmatch(r"(\d+)(?:-(\d+)(?::(\d+))?)?", part.strip())
+        if m:
+            a, b, step = int(m.group(1)), int(m.group(2) or m.group(1)), int(m.group(3) or 1)
+            ids += [str(i) for i in range(a, b + 1, step)]
+    return ids
 
 
 class SlurmBackend(Backend):
@@ -101,6 +117,10 @@ class SlurmBackend(Backend):
                 if st in (D, F, C):
                     code, sig = _exit(raw, f.get("ExitCode"))
                     self.finished[key] = JobStatus(st, code, sig, f.get("NodeList", ""), raw=raw)
+        for jid in want:
+            meta = self.finished.get(jid.partition("_")[0] + "_*")
+            if jid not in self.finished and jid not in live and meta is not None:
+                self.finished[jid] = meta
         for jid in ids:
             if jid in self.finished:
                 out[jid] = self.finished[jid]

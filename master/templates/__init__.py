@@ -6,8 +6,8 @@ from string import Template
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def render(name, **values):
-    with open(os.path.join(HERE, name)) as f:
+def render(_template, **values):
+    with open(os.path.join(HERE, _template)) as f:
         return Template(f.read()).substitute(**values)
 
 
