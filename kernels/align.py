@@ -36,8 +36,8 @@ from kernels.extend import NEG, cigar_ungapped, ungapped
 from kernels.fastq import PairedReader
 from kernels.pair import (CAND, IS_VALID, align_band, align_cigar, insert_model, mapq_se,
                           pair_bonus, phred_wrong, proper_insert, rescue)
-from kernels.scoring import (BAND, CLUSTER_GAP, DROP_RATIO, MATCH, MAX_CAND, MAX_HITS, MAX_OCC, MIN_SCORE,
-                             MISMATCH, RESCUE_MIN, UNPAIRED, params)
+from kernels.scoring import (BAND, CLUSTER_GAP, DROP_RATIO, LOW_OCC, MATCH, MAX_CAND, MAX_HITS, MAX_OCC,
+                             MIN_SCORE, MISMATCH, RESCUE_MIN, TIER_COVER, UNPAIRED, params)
 from kernels.seed import collect_hits
 
 BATCH_PAIRS = 10000
@@ -142,12 +142,18 @@ def candidates_batch(seq, roff, ref, refoff, mzb, mzk, mzo, mzp, bits, k, w, p, 
                 continue
             q = seq[s0:s0 + L]
             _rc_into(q, L, rcq)
-            nh, rb_ = collect_hits(q, L, k, w, mzb, mzk, mzo, mzp, bits, p[MAX_OCC], p[MAX_HITS],
-                                   sk_h, sk_p, sk_s, sk_x, order, rep_mark, hits)
+            # two tiers: rare minimizers first; all up to MAX_OCC when they place too little of the read
+            use = p[LOW_OCC]
+            while True:
+                nh, rb_ = collect_hits(q, L, k, w, mzb, mzk, mzo, mzp, bits, use, p[MAX_OCC], p[MAX_HITS],
+                                       sk_h, sk_p, sk_s, sk_x, order, rep_mark, hits)
+                nl = cluster(hits, nh, k, p[CLUSTER_GAP], loci, qs)
+                m = top_loci(loci, nl, p[MAX_CAND], lorder, keys)
+                if use >= p[MAX_OCC] or (m > 0 and 100 * loci[lorder[0]].cov >= p[TIER_COVER] * L):
+                    break
+                use = p[MAX_OCC]
             rep[r] = rb_
-            nl = cluster(hits, nh, k, p[CLUSTER_GAP], loci, qs)
             nloci[r] = nl
-            m = top_loci(loci, nl, p[MAX_CAND], lorder, keys)
             n = 0
             for t in range(m):
                 lc = loci[lorder[t]]
@@ -619,8 +625,9 @@ def run(prefix, r1, r2, out, threads=1, rg=None, reference=None, batch_pairs=BAT
             if rank == 0:
                 os.makedirs(parts, exist_ok=True)
             comm.Barrier()
-        else:
-            writer = bam.BamWriter(tmp, header, level)
+        writer = bam.BamWriter(level)
+        if size == 1:
+            writer.open(tmp, header)
         with PairedReader(r1, r2, batch_pairs) as reader:
             for b, batch in enumerate(reader):
                 if b % size != rank:
@@ -630,17 +637,17 @@ def run(prefix, r1, r2, out, threads=1, rg=None, reference=None, batch_pairs=BAT
                                         idx.seq, aligner.refoff, rg_arr, np.ones(len(aln), np.bool_),
                                         np.empty(len(aln), np.int64))
                 if size > 1:
-                    w = bam.BamWriter(os.path.join(parts, f"part-{b:07d}.bam"), header, level)
-                    w.write(data)
-                    w.close()
+                    writer.open(os.path.join(parts, f"part-{b:07d}.bam"), header)
+                    writer.write(data)
+                    writer.close_file()
                 else:
                     writer.write(data)
                 stats.add(aln, model)
                 if progress:
                     progress(stats)
+        writer.close()
+        writer = None
         if size == 1:
-            writer.close()
-            writer = None
             os.replace(tmp, out)
         else:
             allstats = comm.gather(stats, root=0)
@@ -656,13 +663,9 @@ def run(prefix, r1, r2, out, threads=1, rg=None, reference=None, batch_pairs=BAT
             comm.Barrier()
     except BaseException:
         if writer is not None:
-            try:
-                writer.close()
-            except Exception:  # noqa: BLE001
-                pass
-        for path in (tmp,):
-            if os.path.exists(path):
-                os.unlink(path)
+            writer.abort()
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         if parts and rank == 0:
             shutil.rmtree(parts, ignore_errors=True)
         raise

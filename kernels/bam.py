@@ -13,8 +13,11 @@ ALN (one record per read; read 2i is mate 1 of pair i):
     ncig   CIGAR ops (in the cigar buffer at read * MAXCIG)
     mtid/mpos  mate's contig and position      tlen  observed template length (signed)
 """
-import threading
 import queue
+import struct
+import subprocess
+import sys
+import threading
 
 import numpy as np
 import pysam
@@ -349,39 +352,75 @@ def header_bytes(text, names, lengths):
 
 
 class BamWriter:
-    """BGZF-compressed BAM written by a background thread: `write(bytes)` queues and returns."""
+    """BGZF-compressed BAM files written by a child process (kernels.bgzf_sink).
 
-    def __init__(self, path, header, level=1):
-        self.path = path
-        self.f = pysam.libcbgzf.BGZFile(path, f"wb{int(level)}")
-        self.f.write(header)
+    `open(path, header)`, then `write(data)` any number of times (returns at once: a thread
+    feeds the pipe), `close_file()`; `close()` waits until everything is on disk and raises if
+    the child failed. One writer can write several files in turn (the MPI part files)."""
+
+    def __init__(self, level=1):
+        self.proc = subprocess.Popen([sys.executable, "-m", "kernels.bgzf_sink", str(int(level))],
+                                     stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         self.q = queue.Queue(maxsize=3)
         self.error = None
         self.t = threading.Thread(target=self._run, daemon=True)
         self.t.start()
 
     def _run(self):
+        pipe = self.proc.stdin
         while True:
             item = self.q.get()
             if item is None:
-                return
-            if self.error is None:
-                try:
-                    self.f.write(item.tobytes() if isinstance(item, np.ndarray) else bytes(item))
-                except Exception as e:  # noqa: BLE001  (reported by close())
-                    self.error = e
+                break
+            if self.error is not None:
+                continue
+            try:
+                for part in item:
+                    pipe.write(part)      # a blocking pipe write releases the GIL
+            except OSError as e:
+                self.error = e
+        try:
+            pipe.close()
+        except OSError as e:
+            self.error = self.error or e
+
+    def _send(self, *parts):
+        if self.error:
+            raise self._failure()
+        self.q.put(parts)
+
+    def open(self, path, header):
+        p = path.encode()
+        self._send(b"F" + struct.pack("<I", len(p)) + p)
+        self.write(header)
 
     def write(self, data):
-        if self.error:
-            raise self.error
-        self.q.put(data)
+        mv = memoryview(data).cast("B")
+        self._send(b"D" + struct.pack("<Q", len(mv)), mv)
+
+    def close_file(self):
+        self._send(b"C")
+
+    def _failure(self):
+        err = self.proc.stderr.read().decode(errors="replace").strip() if self.proc.poll() is not None else ""
+        return OSError(f"writing the BAM failed: {err or self.error}")
 
     def close(self):
         self.q.put(None)
         self.t.join()
-        self.f.close()
-        if self.error:
-            raise self.error
+        rc = self.proc.wait()
+        if rc != 0 or self.error:
+            raise self._failure()
+        self.proc.stderr.close()
+
+    def abort(self):
+        """Stop without finishing (the caller removes the temporary files)."""
+        self.error = self.error or OSError("aborted")
+        self.q.put(None)
+        self.t.join()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
 
 
 # ---------------------------------------------------------------- slow twin (pysam)

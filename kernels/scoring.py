@@ -9,8 +9,8 @@ import numpy as np
 
 # indices into the parameter array
 MATCH, MISMATCH, GAP_OPEN, GAP_EXT, CLIP, N_PEN, UNPAIRED, MIN_SCORE = range(8)
-BAND, MAX_OCC, MAX_CAND, CLUSTER_GAP, MAX_HITS, RESCUE_MIN, DROP_RATIO = range(8, 15)
-NPARAMS = 15
+BAND, MAX_OCC, MAX_CAND, CLUSTER_GAP, MAX_HITS, RESCUE_MIN, DROP_RATIO, LOW_OCC, TIER_COVER = range(8, 17)
+NPARAMS = 17
 
 DEFAULTS = {
     MATCH: 1, MISMATCH: 4, GAP_OPEN: 6, GAP_EXT: 1, CLIP: 5, N_PEN: 1, UNPAIRED: 17, MIN_SCORE: 30,
@@ -21,6 +21,8 @@ DEFAULTS = {
     MAX_HITS: 20000,   # seed hits kept per read
     RESCUE_MIN: 20,    # a mate found by rescue must score at least this
     DROP_RATIO: 50,    # loci with less than this % of the best locus' seed coverage are not extended
+    LOW_OCC: 16,       # first tier of seeding: only minimizers seen at most this often...
+    TIER_COVER: 60,    # ...unless the best locus then covers less than this % of the read
 }
 
 

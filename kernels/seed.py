@@ -52,12 +52,14 @@ def hit_qo(key):
 
 
 @jit
-def collect_hits(q, L, k, w, mzb, mzk, mzo, mzp, bits, max_occ, max_hits,
+def collect_hits(q, L, k, w, mzb, mzk, mzo, mzp, bits, use_occ, max_occ, max_hits,
                  sk_h, sk_p, sk_s, sk_scratch, order, rep_mark, hits):
     """Hits of read q[:L] (both orientations) into `hits`, sorted. Returns (n_hits, rep_bases):
-    rep_bases = read bases covered only by minimizers too frequent to use.
-    If no minimizer is rare enough, the rarest ones are used (up to max_hits) so that a read
-    wholly inside a repeat still gets candidate loci (with a low mapping quality).
+    rep_bases = read bases covered only by minimizers seen more than max_occ times (repeats).
+    Only minimizers seen at most use_occ times give hits; use_occ < max_occ is the cheap first
+    tier of seeding (the caller falls back to use_occ = max_occ when that is not enough).
+    With use_occ = max_occ and no minimizer rare enough, the rarest ones are used (up to max_hits)
+    so that a read wholly inside a repeat still gets candidate loci (with a low mapping quality).
     Scratch: sk_* and order of length >= L, rep_mark uint8[L]."""
     nm = sketch_into(q, 0, L, k, w, sk_scratch, sk_h, sk_p, sk_s, 0)
     nh = 0
@@ -74,6 +76,8 @@ def collect_hits(q, L, k, w, mzb, mzk, mzo, mzp, bits, max_occ, max_hits,
             for t in range(sk_p[m], sk_p[m] + k):
                 rep_mark[t] = 1
             continue
+        if cnt > use_occ:
+            continue
         n_used += 1
         qp = sk_p[m]
         for t in range(lo, hi):
@@ -83,7 +87,7 @@ def collect_hits(q, L, k, w, mzb, mzk, mzo, mzp, bits, max_occ, max_hits,
             qo = qp if rel == 0 else L - qp - k
             hits[nh] = pack_hit(rel, rpos - qo, qo)
             nh += 1
-    if n_used == 0:
+    if n_used == 0 and use_occ >= max_occ:
         # every minimizer is repetitive: take the rarest ones until the hit budget is used
         while True:
             best = -1
@@ -111,7 +115,7 @@ def collect_hits(q, L, k, w, mzb, mzk, mzo, mzp, bits, max_occ, max_hits,
 
 # ---------------------------------------------------------------- slow twin (plain Python)
 
-def collect_hits_slow(q, L, k, w, index_dict, max_occ, max_hits):
+def collect_hits_slow(q, L, k, w, index_dict, max_occ, max_hits, use_occ=None):
     """Same hits from a dict {hash: [(pos << 1) | strand, ...]} (tests build it from the arrays)."""
     from kernels.sketch import sketch_slow
     hs, ps, ss = sketch_slow(q[:L], k, w)
@@ -124,12 +128,14 @@ def collect_hits_slow(q, L, k, w, index_dict, max_occ, max_hits):
         if cnt > max_occ or len(hits) + cnt > max_hits:
             rep_mark.update(range(p, p + k))
             continue
+        if use_occ is not None and cnt > use_occ:
+            continue
         used += 1
         for v in occ:
             rel = (v & 1) ^ int(s)
             qo = int(p) if rel == 0 else L - int(p) - k
             hits.append((rel, (v >> 1) - qo, qo))
-    if used == 0:
+    if used == 0 and (use_occ is None or use_occ >= max_occ):
         left = sorted((c, i) for i, c in enumerate(counts) if c > 0)
         for c, i in left:
             if len(hits) + c > max_hits:

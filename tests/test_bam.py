@@ -72,7 +72,8 @@ def test_written_bam_reads_back(tmp_path, tiny, tiny_index):
     data = bam.encode_batch(aln, b.names, b.noff, b.seq, b.qual, b.roff, cigs, np.asarray(idx.seq), idx.offsets,
                             np.empty(0, np.uint8), np.ones(len(aln), np.bool_), np.empty(len(aln), np.int64))
     out = str(tmp_path / "x.bam")
-    w = bam.BamWriter(out, bam.header_bytes(text, idx.names, idx.lengths))
+    w = bam.BamWriter()
+    w.open(out, bam.header_bytes(text, idx.names, idx.lengths))
     w.write(data)
     w.close()
     with pysam.AlignmentFile(out) as f:

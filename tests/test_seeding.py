@@ -91,10 +91,11 @@ def test_hits_and_loci_match_slow_twins(small_index, seed, contig, L, max_occ):
     k, w = idx.k, idx.w
     scratch = [np.empty(L + 1, t) for t in (np.uint64, np.int64, np.uint8, np.uint64, np.int64, np.uint8)]
     hits = np.empty(5000, np.uint64)
-    nh, rep = collect_hits(q, L, k, w, idx.mzb, idx.mzk, idx.mzo, idx.mzp, idx.bucket_bits, max_occ, 5000,
+    use_occ = max_occ if seed % 3 else max(1, max_occ // 4)      # both tiers of seeding
+    nh, rep = collect_hits(q, L, k, w, idx.mzb, idx.mzk, idx.mzo, idx.mzp, idx.bucket_bits, use_occ, max_occ, 5000,
                            *scratch, hits)
     fast = [(int(hit_rel(x)), int(hit_diag(x)), int(hit_qo(x))) for x in hits[:nh]]
-    slow, rep_slow = collect_hits_slow(q, L, k, w, index_dict(idx), max_occ, 5000)
+    slow, rep_slow = collect_hits_slow(q, L, k, w, index_dict(idx), max_occ, 5000, use_occ)
     assert fast == slow and rep == rep_slow
     loci = np.empty(1000, LOCUS)
     nl = cluster(hits, nh, k, 64, loci, np.empty(nh + 1, np.int64))

@@ -1,0 +1,60 @@
+"""The BGZF compressor child of kernels.bam.BamWriter.
+
+pysam's BGZFile.write holds the Python GIL while it compresses, which stalls every other thread
+of the aligner (reading, dispatching kernels); in a process of its own it overlaps with them.
+It reads framed messages on stdin and writes BGZF files with htslib:
+    b"F" <u32 length> <path>    start a new file (the previous one is closed)
+    b"D" <u64 length> <bytes>   data for the current file
+    b"C"                        close the current file
+The level is argv[1]. Exit 0 once stdin ends and every file is closed; any error: exit 1 with
+the reason on stderr (the parent reports it).
+"""
+import struct
+import sys
+
+import pysam.libcbgzf
+
+PIECE = 4 << 20
+
+
+def _read(f, n):
+    b = f.read(n)
+    if len(b) != n:
+        raise EOFError("the aligner closed the pipe in the middle of a message")
+    return b
+
+
+def main():
+    level = int(sys.argv[1])
+    inp = sys.stdin.buffer
+    out = None
+    try:
+        while True:
+            t = inp.read(1)
+            if not t:
+                break
+            if t == b"F":
+                if out is not None:
+                    out.close()
+                (n,) = struct.unpack("<I", _read(inp, 4))
+                out = pysam.libcbgzf.BGZFile(_read(inp, n).decode(), f"wb{level}")
+            elif t == b"D":
+                (n,) = struct.unpack("<Q", _read(inp, 8))
+                while n > 0:
+                    piece = _read(inp, min(n, PIECE))
+                    out.write(piece)
+                    n -= len(piece)
+            elif t == b"C":
+                out.close()
+                out = None
+            else:
+                raise ValueError(f"unknown message {t!r}")
+        if out is not None:
+            out.close()
+    except Exception as e:  # noqa: BLE001  (the parent turns this into its error)
+        print(f"bgzf_sink: {type(e).__name__}: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
