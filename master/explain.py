@@ -12,9 +12,10 @@ def task(db, t):
     if t.cache_key:
         lines.append(f"  cache key {t.cache_key[:16]}...")
     for e in events:
-        if e["kind"] in ("cache-miss", "ready", "created"):
-            if e["kind"] == "cache-miss":
-                lines.append(f"  why it ran: {e['text']}")
+        if e["kind"] == "cache-miss":
+            lines.append(f"  why it ran: {e['text']}")
+            continue
+        if e["kind"] == "created" or e["text"] == "its inputs are done":
             continue
         lines.append(f"  - {e['text']}")
     for a in attempts:

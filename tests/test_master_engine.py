@@ -1,0 +1,315 @@
+"""The master's engine: retries, preemptions, the cap, the cache, explain; on SQLite and PostgreSQL.
+
+The scheduler is replaced at its seam (ScriptedBackend: a backend whose jobs "run" when polled,
+doing what the test scripted per task and attempt, writing the worker's report and outputs the
+way worker/run.py does). The real backends and worker are tested elsewhere against the real things.
+"""
+import glob
+import json
+import os
+import shutil
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
+
+from gf_daemons import postgres_url  # noqa: F401  (fixture)
+from master import explain, service
+from master import settings as settings_mod
+from master.backends.base import Backend, JobStatus
+from master.engine import Engine
+from master.states import IllegalTransition, JobState, TaskState, check_transition
+from master.store import Attempt, Base, CacheEntry, Reference, Run, Task, open_store
+from worker.message import write_json_atomic
+from worker.run import DONE_MARKER
+
+
+class ScriptedBackend(Backend):
+    """Jobs end on the next status() call as the script says for (task key, attempt):
+    done | temporary | bad | crash (exit 1, no report) | signal (SIGKILL, no report) | sigterm
+    (the worker's clean preempted report) | hang (stays running)."""
+    name = "scripted"
+
+    def __init__(self, script, index_prefix):
+        self.script = script
+        self.index_prefix = index_prefix
+        self.jobs = {}
+        self.n = 0
+        self.max_open = 0
+        self.cancelled = []
+
+    def submit(self, spec):
+        ids = []
+        for i in range(1, spec.count + 1):
+            with open(os.path.join(spec.manifest, f"{i}.json")) as f:
+                msg = json.load(f)
+            self.n += 1
+            jid = f"s{self.n}"
+            self.jobs[jid] = {"msg": msg, "state": JobState.QUEUED}
+            ids.append(jid)
+        open_jobs = sum(1 for j in self.jobs.values() if j["state"] in (JobState.QUEUED, JobState.RUNNING))
+        self.max_open = max(self.max_open, open_jobs)
+        return ids
+
+    def _outputs(self, msg, out):
+        st = msg["stage"]
+        if st == "index":
+            for p in glob.glob(self.index_prefix + ".gfi.*"):
+                shutil.copy(p, os.path.join(out, "ref" + p[len(self.index_prefix):]))
+        elif st == "split":
+            for c in ("c0000", "c0001"):
+                for m in ("R1", "R2"):
+                    open(os.path.join(out, f"chunk.{c}_{m}.fastq.gz"), "w").close()
+        elif st == "align":
+            with open(msg["inputs"]["regions"]) as f:
+                n = sum(1 for line in f if line.strip())
+            for r in range(n):
+                open(os.path.join(out, f"part.r{r:04d}.bam"), "w").close()
+        elif st == "call":
+            for n in ("region.vcf.gz", "region.bam"):
+                open(os.path.join(out, n), "w").close()
+
+    def _finish(self, jid):
+        j = self.jobs[jid]
+        msg = j["msg"]
+        what = self.script.get((msg["key"], msg["attempt"]), self.script.get(msg["key"], "done"))
+        rep = {"task": msg["task"], "attempt": msg["attempt"], "stage": msg["stage"], "node": "fakenode",
+               "started": 1.0, "ended": 2.0, "cpu_seconds": 1.5, "peak_mb": 10.0, "result": {}, "outputs": {}}
+        if what == "hang":
+            j["state"] = JobState.RUNNING
+            return
+        if what == "done":
+            out = msg["outputs"]["out"]
+            os.makedirs(out, exist_ok=True)
+            self._outputs(msg, out)
+            write_json_atomic(os.path.join(out, DONE_MARKER), {"task": msg["task"]})
+            rep.update(outcome="done", exit_code=0, message="", outputs=msg["outputs"],
+                       result={"reads": 10} if msg["stage"] != "gather" else {"reads": 40, "variants": 3})
+            j.update(state=JobState.DONE, code=0)
+        elif what in ("temporary", "bad", "sigterm"):
+            outcome = {"temporary": "temporary", "bad": "bad_input", "sigterm": "preempted"}[what]
+            code = {"temporary": 75, "bad": 2, "sigterm": 143}[what]
+            rep.update(outcome=outcome, exit_code=code, message=f"scripted {what}")
+            j.update(state=JobState.FAILED, code=code)
+        elif what == "crash":
+            j.update(state=JobState.FAILED, code=1, report=False)
+            return
+        elif what == "signal":
+            j.update(state=JobState.FAILED, code=None, signal=9, report=False)
+            return
+        write_json_atomic(os.path.join(msg["report"], "report.json"), rep)
+
+    def status(self, ids):
+        out = {}
+        for jid in ids:
+            j = self.jobs.get(jid)
+            if j is None:
+                out[jid] = JobStatus(JobState.UNKNOWN)
+                continue
+            if j["state"] in (JobState.QUEUED, JobState.RUNNING):
+                self._finish(jid)
+            out[jid] = JobStatus(j["state"], j.get("code"), j.get("signal"), "fakenode", raw=j["state"].value)
+        return out
+
+    def cancel(self, ids):
+        self.cancelled += list(ids)
+        for jid in ids:
+            if jid in self.jobs:
+                self.jobs[jid]["state"] = JobState.CANCELLED
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/gf.db"
+    url = request.getfixturevalue("postgres_url")
+    eng, _ = open_store(url)
+    Base.metadata.drop_all(eng)
+    eng.dispose()
+    return url
+
+
+@pytest.fixture
+def farm(tmp_path, db_url, tiny, tiny_index, monkeypatch):
+    import master.engine as engine_mod
+    monkeypatch.setattr(engine_mod, "REPORT_GRACE", 0.0)
+    s = settings_mod.load(str(tmp_path / "home"), db_url=db_url, max_retries=2, max_queued=100)
+    _, Session = open_store(s.db_url)
+
+    def make(script=None, regions=4, name="s1"):
+        be = ScriptedBackend(script or {}, tiny_index)
+        eng = Engine(s, Session, be)
+        with Session() as db:
+            if not db.scalars(select(Reference)).first():
+                service.add_reference(db, s, "chr20sim", tiny["ref"])
+            _, run = service.submit_sample(db, s, {"name": name, "reference": "chr20sim", "r1": tiny["r1"],
+                                                   "r2": tiny["r2"], "regions": regions})
+        return eng, be, run.id
+    return s, Session, make
+
+
+def drive(eng, Session, run_id, ticks=60):
+    for _ in range(ticks):
+        eng.tick()
+        with Session() as db:
+            if db.get(Run, run_id).state != "running":
+                return
+    raise AssertionError("run did not finish")
+
+
+def tasks_of(Session, run_id):
+    with Session() as db:
+        q = select(Task).where(Task.run_id == run_id).options(selectinload(Task.attempts))
+        return {t.key: t for t in db.scalars(q)}
+
+
+def test_a_clean_run_goes_through_every_stage(farm):
+    s, Session, make = farm
+    eng, be, rid = make(regions=4)
+    drive(eng, Session, rid)
+    ts = tasks_of(Session, rid)
+    with Session() as db:
+        run = db.get(Run, rid)
+        assert run.state == "done", run.message
+        assert len(run.summary["plan"]["regions"]) == 4
+        assert set(run.summary["stages"]) == {"index", "split", "align", "call", "gather"}
+        assert run.summary["qc"]["variants"] == 3
+        atts = db.scalars(select(Attempt)).all()
+    assert sorted(k for k in ts if k.startswith("align/")) == ["align/c0000", "align/c0001"]
+    assert len([k for k in ts if k.startswith("call/")]) == 4
+    assert all(t.state == "done" for t in ts.values())
+    assert len(atts) == len(ts)                               # one attempt each, none doubled
+    call0 = ts["call/r0000"]
+    # a region's call reads the parts of itself and its neighbour, from every chunk
+    assert sorted(os.path.basename(p) for p in call0.inputs["parts"]) == ["part.r0000.bam"] * 2 + ["part.r0001.bam"] * 2
+    assert call0.region.startswith("chr20_10000001_12000000:1-")
+
+
+def test_failed_tasks_retry_up_to_the_limit_and_preemptions_are_free(farm):
+    s, Session, make = farm
+    script = {("split", 1): "temporary", ("split", 2): "crash", ("split", 3): "done",
+              ("index", 1): "signal", ("index", 2): "sigterm", ("index", 3): "done",
+              "align/c0000": "done"}
+    eng, be, rid = make(script)
+    drive(eng, Session, rid)
+    ts = tasks_of(Session, rid)
+    with Session() as db:
+        assert db.get(Run, rid).state == "done"
+    sp, ix = ts["split"], ts["index"]
+    assert (sp.retries, sp.preemptions, len(sp.attempts)) == (2, 0, 3)
+    assert (ix.retries, ix.preemptions, len(ix.attempts)) == (0, 2, 3)
+    assert [a.end_reason for a in ix.attempts] == ["preempted", "preempted", "done"]
+    assert [a.end_reason for a in sp.attempts] == ["failed", "failed", "done"]
+    with Session() as db:
+        text = explain.task(db, db.get(Task, sp.id))["text"]
+    assert "retry 1 of 2" in text and "retry 2 of 2" in text and "exit 75" in text
+
+
+def test_out_of_retries_fails_the_run_and_says_why(farm):
+    s, Session, make = farm
+    eng, be, rid = make({"split": "temporary"})
+    drive(eng, Session, rid)
+    ts = tasks_of(Session, rid)
+    assert ts["split"].state == "failed" and len(ts["split"].attempts) == 3
+    with Session() as db:
+        run = db.get(Run, rid)
+        assert run.state == "failed" and "out of retries" in run.message
+        text = explain.task(db, db.get(Task, ts["split"].id))["text"]
+    assert "out of retries (2 of 2 spent" in text
+
+
+def test_bad_input_is_not_retried(farm):
+    s, Session, make = farm
+    eng, be, rid = make({"split": "bad", "index": "hang"})
+    drive(eng, Session, rid)
+    ts = tasks_of(Session, rid)
+    assert ts["split"].state == "failed" and len(ts["split"].attempts) == 1
+    assert "bad input" in ts["split"].reason
+    assert ts["index"].state == "cancelled"                  # the rest of the run is stopped
+    assert be.cancelled                                      # ... at the scheduler too
+
+
+def test_the_cap_on_queued_array_tasks(farm):
+    s, Session, make = farm
+    s.max_queued = 3
+    eng, be, rid = make(regions=9)
+    drive(eng, Session, rid, ticks=200)
+    with Session() as db:
+        assert db.get(Run, rid).state == "done"
+    assert be.max_open <= 3
+
+
+def test_a_resubmission_reruns_nothing_and_says_so(farm, tmp_path):
+    s, Session, make = farm
+    eng, be, rid = make()
+    drive(eng, Session, rid)
+    with Session() as db:
+        run2 = service.resubmit(db, s, "s1")
+        rid2 = run2.id
+        n_cache = db.scalar(select(func.count()).select_from(CacheEntry))
+    before = be.n
+    drive(eng, Session, rid2)
+    ts = tasks_of(Session, rid2)
+    assert be.n == before                                    # nothing submitted again
+    assert all(t.state == "done" and t.cached and not t.attempts for t in ts.values())
+    with Session() as db:
+        assert db.scalar(select(func.count()).select_from(CacheEntry)) == n_cache
+        text = explain.task(db, db.get(Task, ts["split"].id))["text"]
+    assert "cache hit" in text
+
+
+def test_explain_says_which_input_changed(farm, tmp_path, tiny):
+    s, Session, make = farm
+    # a sample whose R1 is a copy we then change: the resubmission's split must re-run, and say why
+    r1 = str(tmp_path / "r1.fq.gz")
+    shutil.copy(tiny["r1"], r1)
+    eng, be, rid = make(name="s1")
+    drive(eng, Session, rid)
+    with Session() as db:
+        _, run = service.submit_sample(db, s, {"name": "s2", "reference": "chr20sim", "r1": r1, "r2": tiny["r2"],
+                                               "regions": 4})
+        rid2 = run.id
+    drive(eng, Session, rid2)
+    with open(r1, "ab") as f:
+        f.write(b"\n")
+    with Session() as db:
+        rid3 = service.resubmit(db, s, "s2").id
+    drive(eng, Session, rid3)
+    ts = tasks_of(Session, rid3)
+    assert ts["index"].cached and not ts["split"].cached
+    with Session() as db:
+        text = explain.task(db, db.get(Task, ts["split"].id))["text"]
+    assert f"cache key differs from run {rid2}: input r1 changed (sha256:" in text
+
+
+def test_state_machine_refuses_illegal_moves():
+    check_transition("pending", "ready")
+    check_transition("running", "ready")                     # retry / requeue
+    for old, new in (("done", "ready"), ("failed", "queued"), ("cancelled", "running"), ("pending", "running")):
+        with pytest.raises(IllegalTransition):
+            check_transition(old, new)
+    assert {TaskState(x) for x in ("done", "failed", "cancelled")} == {
+        s for s in TaskState if not check_allowed_any(s)}
+
+
+def check_allowed_any(state):
+    from master.states import ALLOWED
+    return bool(ALLOWED[state])
+
+
+def test_store_constraints_hold(farm):
+    s, Session, make = farm
+    eng, be, rid = make({"index": "hang", "split": "hang"})
+    eng.tick()
+    with Session() as db:
+        t = db.scalars(select(Task).where(Task.key == "index")).first()
+        assert len(t.attempts) == 1
+        db.add(Attempt(task_id=t.id, number=1, backend="x"))       # (task, attempt) is unique
+        with pytest.raises(IntegrityError):
+            db.commit()
+        db.rollback()
+        ref = db.scalars(select(Reference)).first()
+        ref.bases = 3_100_000_000                                   # a human genome fits
+        db.commit()
+        assert db.get(Reference, ref.id).bases == 3_100_000_000
