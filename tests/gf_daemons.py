@@ -118,7 +118,7 @@ def s3_endpoint():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        stop_pid(p.pid)
+        stop_pid(p.pid, signal.SIGINT, timeout=3)   # moto_server: SIGINT, then SIGKILL if it lingers
         p.wait(10)
         os.unlink(log.name)
 

@@ -17,7 +17,7 @@ import os
 import shutil
 from urllib.parse import urlparse
 
-MULTIPART_THRESHOLD = 64 * 1024 * 1024
+MULTIPART_THRESHOLD = int(float(os.environ.get("GENEFARM_MULTIPART_MB", "64")) * 1024 * 1024)
 
 
 class StorageError(Exception):

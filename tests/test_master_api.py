@@ -1,0 +1,170 @@
+"""The REST API and the CLI over it: tokens, bad input (4xx, exit 2, nothing half-made), --json."""
+import json
+import os
+import shutil
+import stat
+import threading
+
+import pytest
+from sqlalchemy import func, select
+from werkzeug.serving import make_server
+
+from master import cli
+from master import settings as settings_mod
+from master.app import create_app
+from master.auth import ensure_token
+from master.store import Run, Sample, Task
+
+
+@pytest.fixture
+def api(tmp_path, tiny):
+    s = settings_mod.load(str(tmp_path / "home"))
+    app = create_app(s)
+    with app.config["SESSIONMAKER"]() as db:
+        token = ensure_token(s, db)
+    c = app.test_client()
+    h = {"Authorization": f"Bearer {token}"}
+    r = c.post("/api/v1/references", json={"name": "chr20sim", "uri": tiny["ref"]}, headers=h)
+    assert r.status_code == 201, r.json
+    return app, c, h, s
+
+
+def count(app, model):
+    with app.config["SESSIONMAKER"]() as db:
+        return db.scalar(select(func.count()).select_from(model))
+
+
+def sample(tiny, **kw):
+    d = {"name": "tiny", "reference": "chr20sim", "r1": tiny["r1"], "r2": tiny["r2"], "regions": 4}
+    d.update(kw)
+    return d
+
+
+def test_token_is_required_and_stored_hashed(api, tmp_path):
+    app, c, h, s = api
+    assert c.get("/api/v1/health").status_code == 200
+    for bad in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Bearer gf1_wrong"},
+                {"Authorization": "Basic abc"}):
+        r = c.get("/api/v1/samples", headers=bad)
+        assert r.status_code == 401 and "token" in r.json["error"]
+    assert c.get("/api/v1/samples", headers=h).status_code == 200
+    token = h["Authorization"][7:]
+    assert stat.S_IMODE(os.stat(s.token_file).st_mode) == 0o600
+    with open(s.db_path, "rb") as f:
+        assert token.encode() not in f.read()               # only the hash is in the store
+
+
+def test_submit_makes_a_run_with_its_first_tasks(api, tiny):
+    app, c, h, s = api
+    r = c.post("/api/v1/samples", json=sample(tiny), headers=h)
+    assert r.status_code == 201, r.json
+    run = r.json["run"]
+    assert run["state"] == "running" and run["tasks"]["pending"] == 2
+    tasks = c.get(f"/api/v1/runs/{run['id']}/tasks", headers=h).json
+    assert [t["key"] for t in tasks] == ["index", "split"]
+    assert c.get("/api/v1/samples/tiny", headers=h).json["runs"] == [run["id"]]
+    ex = c.get(f"/api/v1/tasks/{tasks[0]['id']}/explain", headers=h).json
+    assert "task" in ex and "pending" in ex["text"]
+
+
+@pytest.mark.parametrize("change,status,words", [
+    ({"reference": "hg99"}, 404, "unknown reference 'hg99'"),
+    ({"r1": "/nonexistent/r1.fq.gz"}, 400, "r1: /nonexistent/r1.fq.gz: does not exist"),
+    ({"r2": "s3://"}, 400, "r2"),
+    ({"regions": 0}, 400, "out of range"),
+    ({"regions": 2}, 400, "from 3 to"),                      # fewer than the 3 contigs
+    ({"regions": 100000}, 400, "out of range"),
+    ({"regions": "8"}, 400, "whole number"),
+    ({"name": "../etc"}, 400, "sample name"),
+    ({"params": {"ranks": 0}}, 400, "ranks"),
+])
+def test_bad_submissions_are_refused_and_leave_nothing(api, tiny, change, status, words):
+    app, c, h, s = api
+    r = c.post("/api/v1/samples", json=sample(tiny, **change), headers=h)
+    assert r.status_code == status, r.json
+    assert words in r.json["error"]
+    assert count(app, Sample) == 0 and count(app, Run) == 0 and count(app, Task) == 0
+
+
+def test_unreadable_input_is_refused(api, tiny, tmp_path):
+    if os.geteuid() == 0:
+        # root reads anything: make the "file" a directory instead, which no one can read as FASTQ
+        bad = tmp_path / "r1.fq.gz"
+        bad.mkdir()
+    else:
+        bad = tmp_path / "r1.fq.gz"
+        shutil.copy(tiny["r1"], bad)
+        os.chmod(bad, 0)
+    app, c, h, s = api
+    r = c.post("/api/v1/samples", json=sample(tiny, r1=str(bad)), headers=h)
+    assert r.status_code == 400 and str(bad) in r.json["error"]
+    assert count(app, Sample) == 0
+
+
+def test_duplicate_sample_name_is_a_conflict(api, tiny):
+    app, c, h, s = api
+    assert c.post("/api/v1/samples", json=sample(tiny), headers=h).status_code == 201
+    r = c.post("/api/v1/samples", json=sample(tiny), headers=h)
+    assert r.status_code == 409 and "already exists" in r.json["error"]
+    assert count(app, Sample) == 1 and count(app, Run) == 1
+
+
+def test_bad_references_are_refused(api, tmp_path):
+    app, c, h, s = api
+    notfa = tmp_path / "x.fa"
+    notfa.write_text("hello\n")
+    for body, words in (({"name": "x", "uri": str(notfa)}, "not a FASTA"),
+                        ({"name": "y", "uri": str(tmp_path / "none.fa")}, "does not exist"),
+                        ({"name": "chr20sim", "uri": str(notfa)}, "already exists")):
+        r = c.post("/api/v1/references", json=body, headers=h)
+        assert r.status_code in (400, 409) and words in r.json["error"], r.json
+    assert [x["name"] for x in c.get("/api/v1/references", headers=h).json] == ["chr20sim"]
+
+
+def test_cancel_and_resubmit_rules(api, tiny):
+    app, c, h, s = api
+    run = c.post("/api/v1/samples", json=sample(tiny), headers=h).json["run"]
+    r = c.post("/api/v1/samples/tiny/runs", headers=h)
+    assert r.status_code == 409 and "in progress" in r.json["error"]
+    assert c.post(f"/api/v1/runs/{run['id']}/cancel", headers=h).status_code == 200
+    assert c.post("/api/v1/runs/999/cancel", headers=h).status_code == 404
+
+
+# ---------------------------------------------------------------- the CLI over a live server
+@pytest.fixture
+def server(api):
+    app, c, h, s = api
+    srv = make_server("127.0.0.1", 0, app, threaded=True)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    yield f"http://127.0.0.1:{srv.server_port}", h["Authorization"][7:], s
+    srv.shutdown()
+
+
+def run_cli(capsys, *argv):
+    rc = cli.main(list(argv))
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def test_cli_exit_codes_and_json(server, tiny, capsys):
+    url, token, s = server
+    base = ["--url", url, "--token", token, "--home", s.home]
+    rc, out, err = run_cli(capsys, "submit", "tiny", tiny["r1"], tiny["r2"], "--reference", "chr20sim",
+                           "--regions", "4", "--json", *base)
+    assert rc == 0, err
+    run = json.loads(out)["run"]
+    rc, out, err = run_cli(capsys, "submit", "tiny", tiny["r1"], tiny["r2"], "--reference", "chr20sim", *base)
+    assert rc == 2 and "already exists" in err and out == ""
+    rc, out, err = run_cli(capsys, "submit", "other", tiny["r1"], "/no/such.fq", "--reference", "chr20sim", *base)
+    assert rc == 2 and "does not exist" in err
+    rc, out, err = run_cli(capsys, "--json", "status", str(run["id"]), *base)
+    assert rc == 0 and json.loads(out)["state"] == "running"
+    rc, out, err = run_cli(capsys, "status", *base, "--token", "gf1_bad")
+    assert rc == 2 and "token" in err
+    rc, out, err = run_cli(capsys, "status", "--url", "http://127.0.0.1:9", "--token", token, "--home", s.home)
+    assert rc == 1 and "cannot reach the master" in err
+    rc, out, err = run_cli(capsys, "explain", "1", "--json", *base)
+    assert rc == 0 and json.loads(out)["task"]["key"] == "index"
+    rc, out, err = run_cli(capsys, "cancel", str(run["id"]), *base)
+    assert rc == 0 and "cancel requested" in out
