@@ -72,9 +72,9 @@ def cmd_serve(args):
     poller = None if args.no_poller else start_poller(s.home)
     talk(f"genefarm: API on http://{s.host}:{srv.server_port}/api/v1/ (token in {s.token_file}), "
          f"backend {s.backend}, home {s.home}" + ("" if poller else ", no poller"))
-    out(args, {"url": f"http://{s.host}:{srv.server_port}", "pid": os.getpid(),
-               "poller_pid": poller.pid if poller else None})
-    sys.stdout.flush()
+    if args.json:      # one line, so a supervisor (or a test) can read it before the server blocks
+        print(json.dumps({"url": f"http://{s.host}:{srv.server_port}", "pid": os.getpid(),
+                          "poller_pid": poller.pid if poller else None}), flush=True)
 
     def stop(_sig, _frame):
         threading.Thread(target=srv.shutdown, daemon=True).start()
