@@ -94,8 +94,14 @@ def run(out_dir, name, vcfs, bams, threads=1):
     os.makedirs(out_dir, exist_ok=True)
     vcf = os.path.join(out_dir, f"{name}.vcf.gz")
     bam = os.path.join(out_dir, f"{name}.bam")
-    vc = concat_vcfs(vcfs, vcf)
-    merge_bams(bams, bam, threads)
+    try:
+        vc = concat_vcfs(vcfs, vcf)
+        merge_bams(bams, bam, threads)
+    except BaseException:
+        for p in os.listdir(out_dir):          # no temporary file is left behind
+            if ".tmp" in p:
+                os.unlink(os.path.join(out_dir, p))
+        raise
     qc = {"sample": name, "vcf": vcf, "bam": bam, "regions": len(vcfs), **bam_counts(bam), **vc,
           "seconds": round(time.perf_counter() - t0, 3)}
     tmp = os.path.join(out_dir, f"{name}.qc.json.tmp")
