@@ -10,6 +10,9 @@ export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 
 # Debian packages the tests use (real tools, checked against our output)
 APT_TEST := samtools tabix picard-tools
+# ... and the real daemons the master's tests start (SGE + DRMAA, Slurm + munge, PostgreSQL)
+APT_TEST += gridengine-master gridengine-exec gridengine-client gridengine-drmaa1.0 libjemalloc2 \
+	munge slurm-wlm postgresql
 # Debian packages the benchmarks use (the peer tools and the read simulator)
 APT_BENCH := bwa minimap2 samtools bcftools freebayes tabix time seqan-apps
 
@@ -26,6 +29,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml | $(PY)
 install: $(VENV)/.installed
 
 apt-test:
+	images/sge/bootstrap.sh preseed
 	scripts/ensure-apt.sh $(APT_TEST)
 
 apt-bench:

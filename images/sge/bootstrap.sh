@@ -4,6 +4,7 @@
 #   bootstrap.sh start   [--role all|master|exec] [--host NAME] [--master NAME] [--slots N]
 #                        [--qmaster-port P] [--execd-port P] [--state DIR] [--queue genefarm.q] [--pe smp]
 #   bootstrap.sh stop    --state DIR      (stops the daemons this script started, by their PIDs)
+#   bootstrap.sh preseed [--master NAME]  (debconf answers only: before installing the packages by other means)
 #
 # Idempotent: packages are installed only when missing, objects are modified when they exist.
 # Config is rendered from the *.tmpl files beside this script. Writes DIR/sge.env (source it to
@@ -49,8 +50,15 @@ stop() {
   say "stopped"
 }
 
+preseed() {  # the answers the packages' configuration asks for, given before they are installed
+  printf '%s\n' "gridengine-common shared/gridengineconfig boolean true" \
+    "gridengine-common shared/gridenginecell string default" \
+    "gridengine-common shared/gridenginemaster string $MASTER" | debconf-set-selections
+}
+
 if [ "$CMD" = stop ]; then stop; exit 0; fi
-[ "$CMD" = start ] || { echo "usage: bootstrap.sh start|stop [options]" >&2; exit 2; }
+if [ "$CMD" = preseed ]; then preseed; exit 0; fi
+[ "$CMD" = start ] || { echo "usage: bootstrap.sh start|stop|preseed [options]" >&2; exit 2; }
 
 # 1. packages (debconf answers first: the package configures the cell from them)
 missing=()
@@ -59,9 +67,7 @@ for p in $(cat "$HERE/packages.txt"); do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
-  printf '%s\n' "gridengine-common shared/gridengineconfig boolean true" \
-    "gridengine-common shared/gridenginecell string default" \
-    "gridengine-common shared/gridenginemaster string $MASTER" | debconf-set-selections
+  preseed
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends "${missing[@]}" >&2
 fi
 
