@@ -629,8 +629,8 @@ def run(prefix, r1, r2, out, threads=1, rg=None, reference=None, batch_pairs=BAT
         if size == 1:
             writer.open(tmp, header)
         with PairedReader(r1, r2, batch_pairs) as reader:
-            for b, batch in enumerate(reader):
-                if b % size != rank:
+            for b, batch in reader.batches(keep=lambda number: number % size == rank):
+                if batch is None:
                     continue
                 aln, cigs, model = aligner.align(batch)
                 data = bam.encode_batch(aln, batch.names, batch.noff, batch.seq, batch.qual, batch.roff, cigs,
@@ -661,13 +661,20 @@ def run(prefix, r1, r2, out, threads=1, rg=None, reference=None, batch_pairs=BAT
                 os.replace(tmp, out)
                 shutil.rmtree(parts, ignore_errors=True)
             comm.Barrier()
-    except BaseException:
+    except BaseException as e:
         if writer is not None:
             writer.abort()
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if parts and rank == 0:
+        if parts and (rank == 0 or not isinstance(e, InputError)):
             shutil.rmtree(parts, ignore_errors=True)
+        if size > 1 and not isinstance(e, InputError):
+            # bad input stops every rank at the same record; anything else happened on this rank
+            # only, and the others would wait for it forever
+            import traceback
+            traceback.print_exc()
+            print(f"kernels.align: rank {rank} failed; aborting all {size} ranks", file=sys.stderr)
+            comm.Abort(1)
         raise
     res = stats.summary()
     res["seconds"] = round(time.perf_counter() - t0, 3)

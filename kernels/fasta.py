@@ -11,6 +11,7 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
+from isal import igzip, isal_zlib
 
 from kernels.dna import ENCODE
 from kernels.errors import InputError
@@ -57,14 +58,14 @@ def read_bytes(path, what="file"):
         raise InputError(f"{path}: cannot read {what}: {e.strerror}") from None
     try:
         if magic == b"\x1f\x8b":
-            with gzip.open(path, "rb") as f:
+            with igzip.open(path, "rb") as f:
                 return f.read()
         with open(path, "rb") as f:
             return f.read()
     except EOFError:
         raise InputError(f"{path}: truncated gzip file (the compressed stream ends early); "
                          f"copy or download it again") from None
-    except (gzip.BadGzipFile, zlib.error) as e:
+    except (gzip.BadGzipFile, igzip.BadGzipFile, zlib.error, isal_zlib.error) as e:
         raise InputError(f"{path}: corrupt gzip data ({e}); copy or download it again") from None
 
 

@@ -1,6 +1,7 @@
 """Paired FASTQ input: two files read in step, checked, cut into batches of read pairs.
 
-A thread per file decompresses (gzip, bgzip or plain) into blocks while the aligner works; numba
+A thread per file decompresses (gzip, bgzip or plain; ISA-L's inflate, about 3x zlib's) into blocks
+while the aligner works; numba
 scans the blocks for records. Everything a user can get wrong is reported with the file, the
 record number and what to do: a truncated gzip stream, a file that ends mid-record, a header
 that is not '@...', a missing '+' line, sequence and quality of different lengths, a character
@@ -23,6 +24,7 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
+from isal import igzip, isal_zlib
 
 from kernels._numba import jit
 from kernels.dna import ENCODE
@@ -158,6 +160,33 @@ def fill_batch(buf1, recs1, buf2, recs2, n, enc, names, noff, seq, qual, roff):
     return F_OK, 0, 0
 
 
+@jit
+def check_batch(buf1, recs1, buf2, recs2, n, enc):
+    """The checks of fill_batch without copying (a rank validates the batches it does not own,
+    so every rank stops at the same bad record). Returns (error, pair, mate)."""
+    for i in range(n):
+        a0 = recs1[i, 0]
+        b0 = recs2[i, 0]
+        ln = recs1[i, 1] - a0
+        if ln != recs2[i, 1] - b0:
+            return F_NAME, i, 0
+        for t in range(ln):
+            if buf1[a0 + t] != buf2[b0 + t]:
+                return F_NAME, i, 0
+        for mate in range(2):
+            buf = buf1 if mate == 0 else buf2
+            recs = recs1 if mate == 0 else recs2
+            s = recs[i, 2]
+            qs = recs[i, 4]
+            for t in range(recs[i, 3]):
+                if enc[buf[s + t]] == 255:
+                    return F_BASE, i, mate
+                qv = buf[qs + t]
+                if qv < 33 or qv > 126:
+                    return F_QUAL, i, mate
+    return F_OK, 0, 0
+
+
 class _Blocks(threading.Thread):
     """Reads a file (decompressing gzip) in blocks into a bounded queue; errors go into the queue."""
 
@@ -178,7 +207,7 @@ class _Blocks(threading.Thread):
 
     def run(self):
         try:
-            f = gzip.open(self.path, "rb") if self.gz else open(self.path, "rb")
+            f = igzip.open(self.path, "rb") if self.gz else open(self.path, "rb")
             with f:
                 while not self.stop:
                     b = f.read(BLOCK)
@@ -188,7 +217,7 @@ class _Blocks(threading.Thread):
         except EOFError:
             self.q.put(InputError(f"{self.path}: truncated gzip file (the compressed stream ends early); "
                                   f"copy or download it again"))
-        except (gzip.BadGzipFile, zlib.error) as e:
+        except (gzip.BadGzipFile, igzip.BadGzipFile, zlib.error, isal_zlib.error) as e:
             self.q.put(InputError(f"{self.path}: corrupt gzip data ({e}); copy or download it again"))
         except OSError as e:
             self.q.put(InputError(f"{self.path}: read error: {e}"))
@@ -201,13 +230,16 @@ class _Blocks(threading.Thread):
 
 
 class _Stream:
-    """Records of one FASTQ file, `take(n)` at a time."""
+    """Records of one FASTQ file, `take(n)` at a time. Blocks are appended into one buffer that
+    grows by doubling and is compacted (the unread tail moved to the front) only when full."""
 
     def __init__(self, path):
         self.path = path
         self.blocks = _Blocks(path)
         self.blocks.start()
-        self.buf = np.empty(0, np.uint8)
+        self.buf = np.empty(4 * BLOCK, np.uint8)
+        self.start = 0          # first unread byte
+        self.end = 0            # one past the last byte read
         self.eof = False
         self.count = 0          # records handed out so far
         self.recs = np.empty((0, 5), np.int64)
@@ -220,32 +252,41 @@ class _Stream:
         except queue.Empty:
             pass
 
+    def _append(self, block):
+        n = len(block)
+        if self.end + n > len(self.buf):
+            live = self.end - self.start
+            if live + n > len(self.buf):
+                grown = np.empty(max(2 * len(self.buf), live + n), np.uint8)
+                grown[:live] = self.buf[self.start:self.end]
+                self.buf = grown
+            else:
+                self.buf[:live] = self.buf[self.start:self.end]
+            self.start, self.end = 0, live
+        self.buf[self.end:self.end + n] = np.frombuffer(block, np.uint8)
+        self.end += n
+
     def take(self, n):
-        """Up to n records: (buf, recs, count); buf/recs stay valid until the next call."""
+        """Up to n records: (buf, recs, count); positions in recs are relative to buf, which stays
+        valid until the next call."""
         if self.recs.shape[0] < n:
             self.recs = np.empty((n, 5), np.int64)
-        # drop what the previous call consumed
-        if self._consumed:
-            self.buf = self.buf[self._consumed:]
-            self._consumed = 0
         while True:
-            cnt, used, err = scan_records(self.buf, len(self.buf), n, self.eof, self.recs)
+            view = self.buf[self.start:self.end]
+            cnt, used, err = scan_records(view, len(view), n, self.eof, self.recs)
             if err != E_OK:
                 self._raise(err, self.count + cnt)
             if cnt == n or self.eof:
-                if self.eof and cnt < n and used < len(self.buf):
+                if self.eof and cnt < n and used < len(view):
                     self._raise(E_TRUNC, self.count + cnt)
-                self._consumed = used
+                self.start += used
                 self.count += cnt
-                return self.buf, self.recs, cnt
+                return view, self.recs, cnt
             block = self.blocks.get()
             if not block:
                 self.eof = True
             else:
-                self.buf = np.concatenate([self.buf, np.frombuffer(block, np.uint8)])
-
-    _consumed = 0
-
+                self._append(block)
     def _raise(self, err, rec):
         where = f"{self.path}: record {rec + 1} (line {4 * rec + 1})"
         msg = {
@@ -277,7 +318,15 @@ class PairedReader:
         self.close()
 
     def __iter__(self):
+        for _, batch in self.batches():
+            yield batch
+
+    def batches(self, keep=None):
+        """(number, ReadBatch) for every batch in order. When keep(number) is false the batch is
+        only checked, not copied, and comes as None: an MPI rank skipping the others' share still
+        stops at the same bad record as the rank that owns it."""
         first = 0
+        number = 0
         while True:
             b1, rec1, n1 = self.s1.take(self.batch)
             b2, rec2, n2 = self.s2.take(self.batch)
@@ -289,8 +338,15 @@ class PairedReader:
                 if first == 0:
                     raise InputError(f"{self.r1} and {self.r2}: no reads (empty FASTQ files)")
                 return
-            yield self._fill(b1, rec1, b2, rec2, n1, first)
+            if keep is None or keep(number):
+                yield number, self._fill(b1, rec1, b2, rec2, n1, first)
+            else:
+                err, i, mate = check_batch(b1, rec1, b2, rec2, n1, ENCODE)
+                if err != F_OK:
+                    self._error(err, i, mate, b1, rec1, b2, rec2, first)
+                yield number, None
             first += n1
+            number += 1
             if n1 < self.batch:
                 # the files ended inside this take(); make sure both really are at their end
                 _, _, m1 = self.s1.take(1)
@@ -311,17 +367,21 @@ class PairedReader:
         roff = np.empty(2 * n + 1, np.int64)
         err, i, mate = fill_batch(b1, rec1, b2, rec2, n, ENCODE, names, noff, seq, qual, roff)
         if err != F_OK:
-            rec = first + i
-            path = self.r1 if mate == 0 else self.r2
-            if err == F_NAME:
-                n1 = b1[rec1[i, 0]:rec1[i, 1]].tobytes().decode(errors="replace")
-                n2 = b2[rec2[i, 0]:rec2[i, 1]].tobytes().decode(errors="replace")
-                raise InputError(f"read {rec + 1}: names differ between {self.r1} ({n1!r}) and {self.r2} ({n2!r}): "
-                                 f"R1 and R2 must hold the same reads in the same order")
-            what = "sequence has a character that is not a base" if err == F_BASE else \
-                "quality has a character outside '!'..'~'"
-            raise InputError(f"{path}: record {rec + 1} (line {4 * rec + 1}): {what}")
+            self._error(err, i, mate, b1, rec1, b2, rec2, first)
         return ReadBatch(first, n, names, noff, seq, qual, roff)
+
+    def _error(self, err, i, mate, b1, rec1, b2, rec2, first):
+        """Raise the InputError for a fill_batch/check_batch error code."""
+        rec = first + i
+        if err == F_NAME:
+            n1 = b1[rec1[i, 0]:rec1[i, 1]].tobytes().decode(errors="replace")
+            n2 = b2[rec2[i, 0]:rec2[i, 1]].tobytes().decode(errors="replace")
+            raise InputError(f"read {rec + 1}: names differ between {self.r1} ({n1!r}) and {self.r2} ({n2!r}): "
+                             f"R1 and R2 must hold the same reads in the same order")
+        path = self.r1 if mate == 0 else self.r2
+        what = "sequence has a character that is not a base" if err == F_BASE else \
+            "quality has a character outside '!'..'~'"
+        raise InputError(f"{path}: record {rec + 1} (line {4 * rec + 1}): {what}")
 
 
 # ---------------------------------------------------------------- slow twin (plain Python)

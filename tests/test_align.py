@@ -206,3 +206,20 @@ def test_repeats_get_low_mapq_and_unique_reads_high(tmp_path):
             uni_mq.append(r.mapping_quality)
     assert max(rep_mq) <= 3
     assert min(uni_mq) >= 50
+
+
+@pytest.mark.mpi
+def test_mpi_bad_record_stops_every_rank(tmp_path, tiny_index):
+    mpiexec = venv_bin("mpiexec")
+    need(os.path.exists(mpiexec), "mpiexec of the mpich wheel (pip install mpich)")
+    rec = lambda i, name: f"@{name}\n{'ACGT' * 25}\n+\n{'I' * 100}\n"  # noqa: E731
+    (tmp_path / "r1.fq").write_text("".join(rec(i, f"r{i}") for i in range(400)))
+    # a name mismatch in batch 3 (pairs 300-399), which rank 1 owns
+    (tmp_path / "r2.fq").write_text("".join(rec(i, f"r{i}" if i != 350 else "zz") for i in range(400)))
+    out = tmp_path / "o.bam"
+    r = subprocess.run([mpiexec, "-n", "2", sys.executable, "-m", "kernels.align", tiny_index, tmp_path / "r1.fq",
+                        tmp_path / "r2.fq", "-o", out, "--batch", "100", "-q"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert "read 351: names differ" in r.stderr and "Traceback" not in r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["r1.fq", "r2.fq"]
