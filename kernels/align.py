@@ -1,6 +1,7 @@
 """Short-read paired-end alignment: seeds -> loci -> extension -> pairing -> BAM.
 
     python -m kernels.align PREFIX R1.fq[.gz] R2.fq[.gz] -o OUT.bam [-t THREADS] [-R '@RG\\tID:x\\tSM:y']
+    python -m kernels.align PREFIX R1 R2 --regions REGIONS.bed --parts OUT   (OUT.rNNNN.bam per region)
     mpiexec -n K python -m kernels.align ...      (ranks split the batches; same records as 1 rank)
 
 Reads go in batches of pairs (fixed size, so the output does not depend on ranks or threads):
@@ -504,6 +505,102 @@ def pairs_batch(seq, roff, names, noff, ref, refoff, p, model, bmax, maxlen, can
                         a.tlen = 0
 
 
+@jit
+def region_of_reads(aln, first_region, starts):
+    """Region index of every read (the region holding its position; a read without position:
+    -1). first_region[t]..first_region[t+1] are contig t's regions, starts their start positions."""
+    n = aln.shape[0]
+    out = np.empty(n, np.int32)
+    for r in range(n):
+        t = aln[r].tid
+        if t < 0:
+            out[r] = -1
+            continue
+        a = first_region[t]
+        b = first_region[t + 1]
+        out[r] = a + np.searchsorted(starts[a:b], aln[r].pos, side="right") - 1
+    return out
+
+
+@jit
+def group_records(data, sizes, regions, nreg):
+    """Reorder encoded records by region (stable): returns (bytes, bounds) with region g's records
+    in bytes[bounds[g]:bounds[g+1]]; the reads without position (-1) come last, as group nreg."""
+    n = sizes.shape[0]
+    offs = np.empty(n + 1, np.int64)
+    offs[0] = 0
+    for r in range(n):
+        offs[r + 1] = offs[r] + sizes[r]
+    bounds = np.zeros(nreg + 2, np.int64)
+    for r in range(n):
+        g = regions[r] if regions[r] >= 0 else nreg
+        bounds[g + 1] += sizes[r]
+    for g in range(nreg + 1):
+        bounds[g + 1] += bounds[g]
+    fill = bounds[:nreg + 1].copy()
+    out = np.empty(offs[n], np.uint8)
+    for r in range(n):
+        g = regions[r] if regions[r] >= 0 else nreg
+        out[fill[g]:fill[g] + sizes[r]] = data[offs[r]:offs[r + 1]]
+        fill[g] += sizes[r]
+    return out, bounds
+
+
+def read_regions(path, idx):
+    """A BED file (chrom, start, end; 0-based, half-open) whose regions tile every contig of the
+    index, in contig order -> (first_region per contig, starts, [(chrom, start, end)])."""
+    try:
+        with open(path) as f:
+            lines = [(i + 1, ln.split("\t")) for i, ln in enumerate(f)
+                     if ln.strip() and not ln.startswith(("#", "track", "browser"))]
+    except OSError as e:
+        raise InputError(f"--regions {path}: cannot read: {e.strerror}") from None
+    tid_of = {n: t for t, n in enumerate(idx.names)}
+    lengths = idx.lengths
+    regions = []
+    for lineno, f in lines:
+        if len(f) < 3:
+            raise InputError(f"{path}: line {lineno}: expected chrom, start, end separated by tabs")
+        chrom = f[0]
+        try:
+            start, end = int(f[1]), int(f[2])
+        except ValueError:
+            raise InputError(f"{path}: line {lineno}: start and end must be integers") from None
+        if chrom not in tid_of:
+            raise InputError(f"{path}: line {lineno}: contig {chrom!r} is not in the index")
+        if not 0 <= start < end <= lengths[tid_of[chrom]]:
+            raise InputError(f"{path}: line {lineno}: {chrom}:{start}-{end} is not inside the contig "
+                             f"(length {lengths[tid_of[chrom]]})")
+        regions.append((lineno, tid_of[chrom], start, end))
+    first = np.zeros(len(lengths) + 1, np.int64)
+    starts = []
+    i = 0
+    for t in range(len(lengths)):
+        pos = 0
+        first[t] = len(starts)
+        while i < len(regions) and regions[i][1] == t:
+            lineno, _, start, end = regions[i]
+            if start != pos:
+                raise InputError(f"{path}: line {lineno}: regions must tile each contig in order without gaps "
+                                 f"or overlaps: {idx.names[t]} expected a region starting at {pos}, got {start}")
+            starts.append(start)
+            pos = end
+            i += 1
+        if pos != lengths[t]:
+            raise InputError(f"{path}: the regions do not cover contig {idx.names[t]} to its end ({lengths[t]}), "
+                             f"or its regions are not in the index's contig order")
+    first[len(lengths)] = len(starts)
+    if i != len(regions):
+        raise InputError(f"{path}: line {regions[i][0]}: regions are not in the index's contig order")
+    return first, np.array(starts, np.int64), [(idx.names[t], s, e) for _, t, s, e in regions]
+
+
+def part_paths(prefix, nreg):
+    """The part files of --parts: one per region, then the unmapped one."""
+    width = max(4, len(str(nreg - 1)))
+    return [f"{prefix}.r{g:0{width}d}.bam" for g in range(nreg)] + [f"{prefix}.unmapped.bam"]
+
+
 class Aligner:
     """Aligns batches of read pairs against a loaded index."""
 
@@ -595,26 +692,20 @@ def parse_rg(rg):
 
 
 def run(prefix, r1, r2, out, threads=1, rg=None, reference=None, batch_pairs=BATCH_PAIRS, level=1,
-        argv=None, progress=None):
-    """Align R1/R2 with the index at prefix into out (BAM). Returns the summary dict (rank 0)."""
+        argv=None, progress=None, regions=None, parts_prefix=None):
+    """Align R1/R2 with the index at prefix into out (BAM), or with regions (a BED tiling the
+    genome) into one part file per region under parts_prefix. Returns the summary dict (rank 0)."""
+    if regions:
+        return run_parts(prefix, r1, r2, regions, parts_prefix, threads, rg, reference, batch_pairs, level,
+                         argv, progress)
     comm, rank, size = _mpi()
     t0 = time.perf_counter()
-    set_threads(threads)
-    rg_line, rg_id = parse_rg(rg)
-    idx = gindex.load(prefix)
-    if reference:
-        gindex.check_reference(idx, reference)
+    idx, header, rg_arr = _setup(prefix, rg, reference, threads, argv)
     if os.path.isdir(out):
         raise InputError(f"-o {out}: is a directory; give the BAM file's path")
     outdir = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(outdir):
         raise InputError(f"-o {out}: directory {outdir} does not exist")
-    cl = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv))
-    pg = f"@PG\tID:genefarm-align\tPN:genefarm-align\tVN:{__version__}\tCL:{cl}"
-    names = idx.names
-    text = bam.header_text(names, idx.lengths, [c["m5"] for c in idx.meta["contigs"]], rg_line, pg)
-    header = bam.header_bytes(text, names, idx.lengths)
-    rg_arr = np.frombuffer(rg_id.encode(), np.uint8).copy() if rg_id else np.empty(0, np.uint8)
     aligner = Aligner(idx)
     stats = Stats()
     tmp = f"{out}.tmp{os.getpid()}"
@@ -684,13 +775,115 @@ def run(prefix, r1, r2, out, threads=1, rg=None, reference=None, batch_pairs=BAT
     return res if rank == 0 else None
 
 
+def _setup(prefix, rg, reference, threads, argv):
+    """Index, header bytes, read-group array: what both kinds of output need."""
+    set_threads(threads)
+    rg_line, rg_id = parse_rg(rg)
+    idx = gindex.load(prefix)
+    if reference:
+        gindex.check_reference(idx, reference)
+    cl = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv))
+    pg = f"@PG\tID:genefarm-align\tPN:genefarm-align\tVN:{__version__}\tCL:{cl}"
+    text = bam.header_text(idx.names, idx.lengths, [c["m5"] for c in idx.meta["contigs"]], rg_line, pg)
+    header = bam.header_bytes(text, idx.names, idx.lengths)
+    rg_arr = np.frombuffer(rg_id.encode(), np.uint8).copy() if rg_id else np.empty(0, np.uint8)
+    return idx, header, rg_arr
+
+
+def run_parts(prefix, r1, r2, regions, parts_prefix, threads=1, rg=None, reference=None,
+              batch_pairs=BATCH_PAIRS, level=1, argv=None, progress=None):
+    """--regions/--parts: every read goes into the part file of the region holding its position
+    (a read placed at its unmapped mate's position too); pairs with no position go to the
+    unmapped part. Every part exists at the end, possibly empty. With K ranks a part holds the
+    same records as with one rank, grouped by rank."""
+    comm, rank, size = _mpi()
+    t0 = time.perf_counter()
+    idx, header, rg_arr = _setup(prefix, rg, reference, threads, argv)
+    first, starts, reglist = read_regions(regions, idx)
+    nreg = len(reglist)
+    pdir = os.path.dirname(os.path.abspath(parts_prefix))
+    if not os.path.isdir(pdir):
+        raise InputError(f"--parts {parts_prefix}: directory {pdir} does not exist")
+    finals = part_paths(parts_prefix, nreg)
+    mine = [f"{p}.rank{rank}.tmp" for p in finals]
+    counts = np.zeros(nreg + 1, np.int64)
+    aligner = Aligner(idx)
+    stats = Stats()
+    writer = bam.BamWriter(level)
+    try:
+        for p in mine:
+            writer.open(p, header)
+        with PairedReader(r1, r2, batch_pairs) as reader:
+            for b, batch in reader.batches(keep=lambda number: number % size == rank):
+                if batch is None:
+                    continue
+                aln, cigs, model = aligner.align(batch)
+                sizes = np.empty(len(aln), np.int64)
+                data = bam.encode_batch(aln, batch.names, batch.noff, batch.seq, batch.qual, batch.roff, cigs,
+                                        idx.seq, aligner.refoff, rg_arr, np.ones(len(aln), np.bool_), sizes)
+                regs = region_of_reads(aln, first, starts)
+                grouped, bounds = group_records(data, sizes, regs, nreg)
+                counts += np.bincount(np.where(regs < 0, nreg, regs), minlength=nreg + 1)
+                for g in np.flatnonzero(np.diff(bounds)):
+                    writer.select(mine[g])
+                    writer.write(grouped[bounds[g]:bounds[g + 1]])
+                stats.add(aln, model)
+                if progress:
+                    progress(stats)
+        writer.close()
+        writer = None
+        if size > 1:
+            allstats = comm.gather((stats, counts), root=0)
+            if rank == 0:
+                import pysam
+                for s_, c_ in allstats[1:]:
+                    stats.merge(s_)
+                    counts += c_
+                # the ranks' files of a region, concatenated in rank order (samtools cat)
+                for final in finals:
+                    files = [f"{final}.rank{k}.tmp" for k in range(size)]
+                    tmp = f"{final}.tmp{os.getpid()}"
+                    pysam.cat("-o", tmp, *files)
+                    os.replace(tmp, final)
+                    for f in files:
+                        os.unlink(f)
+            comm.Barrier()
+        else:
+            for p, final in zip(mine, finals):
+                os.replace(p, final)
+    except BaseException as e:
+        if writer is not None:
+            writer.abort()
+        for p in mine:
+            if os.path.exists(p):
+                os.unlink(p)
+        if size > 1 and not isinstance(e, InputError):
+            import traceback
+            traceback.print_exc()
+            print(f"kernels.align: rank {rank} failed; aborting all {size} ranks", file=sys.stderr)
+            comm.Abort(1)
+        raise
+    if rank != 0:
+        return None
+    res = stats.summary()
+    res.update(seconds=round(time.perf_counter() - t0, 3), ranks=size, threads=threads,
+               parts=[{"region": f"{c}:{s_ + 1}-{e}", "bam": os.path.abspath(p), "reads": int(n)}
+                      for (c, s_, e), p, n in zip(reglist, finals, counts)],
+               unmapped={"bam": os.path.abspath(finals[-1]), "reads": int(counts[nreg])})
+    return res
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m kernels.align",
                                  description="Align paired-end short reads to a genefarm index; writes BAM.")
     ap.add_argument("prefix", help="index prefix (from python -m kernels.index)")
     ap.add_argument("r1", help="mate 1 FASTQ (plain or gzip)")
     ap.add_argument("r2", help="mate 2 FASTQ (plain or gzip)")
-    ap.add_argument("-o", "--output", required=True, help="output BAM")
+    out = ap.add_mutually_exclusive_group(required=True)
+    out.add_argument("-o", "--output", help="output BAM")
+    out.add_argument("--parts", metavar="PREFIX",
+                     help="with --regions: write PREFIX.rNNNN.bam per region and PREFIX.unmapped.bam")
+    ap.add_argument("--regions", metavar="BED", help="regions tiling the genome (chrom, start, end; 0-based)")
     ap.add_argument("-t", "--threads", type=int, default=1, help="threads per rank (default 1)")
     ap.add_argument("-R", "--read-group", help=r"read group header line, e.g. '@RG\tID:lane1\tSM:sample'")
     ap.add_argument("--reference", help="check that the index was built from this FASTA")
@@ -704,8 +897,11 @@ def main(argv=None):
         note_compile()
     if a.threads < 1:
         raise InputError(f"-t {a.threads}: need at least one thread")
+    if bool(a.parts) != bool(a.regions):
+        raise InputError("--parts and --regions go together (one part file per region)")
     res = run(a.prefix, a.r1, a.r2, a.output, a.threads, a.read_group, a.reference, a.batch, a.level,
-              argv=["python -m kernels.align"] + (argv if argv is not None else sys.argv[1:]))
+              argv=["python -m kernels.align"] + (argv if argv is not None else sys.argv[1:]),
+              regions=a.regions, parts_prefix=a.parts)
     if res is None:
         return 0
     if a.json:
@@ -715,7 +911,7 @@ def main(argv=None):
         print(f"aligned {res['reads']:,} reads in {res['seconds']:.1f} s: mapped {100 * res['frac_mapped']:.2f}%, "
               f"properly paired {100 * res['frac_proper']:.2f}%, MAPQ>=20 {100 * res['frac_mapq20']:.2f}%"
               + (f", insert {res['insert_mean']:.0f} +- {res['insert_std']:.0f}" if "insert_mean" in res else "")
-              + f" -> {a.output}", file=sys.stderr)
+              + f" -> {a.output or a.parts + '.*.bam'}", file=sys.stderr)
     return 0
 
 

@@ -355,8 +355,9 @@ class BamWriter:
     """BGZF-compressed BAM files written by a child process (kernels.bgzf_sink).
 
     `open(path, header)`, then `write(data)` any number of times (returns at once: a thread
-    feeds the pipe), `close_file()`; `close()` waits until everything is on disk and raises if
-    the child failed. One writer can write several files in turn (the MPI part files)."""
+    feeds the pipe), `close_file()`; `close()` waits until everything is on disk (closing what is
+    still open) and raises if the child failed. Several files may be open at once, `select(path)`
+    chooses the one `write` goes to (per-region part files)."""
 
     def __init__(self, level=1):
         self.proc = subprocess.Popen([sys.executable, "-m", "kernels.bgzf_sink", str(int(level))],
@@ -390,9 +391,15 @@ class BamWriter:
         self.q.put(parts)
 
     def open(self, path, header):
+        """Start a new file (it becomes the current one) with this header."""
         p = path.encode()
         self._send(b"F" + struct.pack("<I", len(p)) + p)
         self.write(header)
+
+    def select(self, path):
+        """Make an open file the current one."""
+        p = path.encode()
+        self._send(b"S" + struct.pack("<I", len(p)) + p)
 
     def write(self, data):
         mv = memoryview(data).cast("B")

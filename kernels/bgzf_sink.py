@@ -2,8 +2,10 @@
 
 pysam's BGZFile.write holds the Python GIL while it compresses, which stalls every other thread
 of the aligner (reading, dispatching kernels); in a process of its own it overlaps with them.
-It reads framed messages on stdin and writes BGZF files with htslib:
-    b"F" <u32 length> <path>    start a new file (the previous one is closed)
+It reads framed messages on stdin and writes BGZF files with htslib; several files may be open
+at once (the aligner's per-region part files):
+    b"F" <u32 length> <path>    open a new file and make it the current one
+    b"S" <u32 length> <path>    make an open file the current one
     b"D" <u64 length> <bytes>   data for the current file
     b"C"                        close the current file
 The level is argv[1]. Exit 0 once stdin ends and every file is closed; any error: exit 1 with
@@ -27,30 +29,35 @@ def _read(f, n):
 def main():
     level = int(sys.argv[1])
     inp = sys.stdin.buffer
-    out = None
+    files = {}
+    cur = None
     try:
         while True:
             t = inp.read(1)
             if not t:
                 break
-            if t == b"F":
-                if out is not None:
-                    out.close()
+            if t in (b"F", b"S"):
                 (n,) = struct.unpack("<I", _read(inp, 4))
-                out = pysam.libcbgzf.BGZFile(_read(inp, n).decode(), f"wb{level}")
+                path = _read(inp, n).decode()
+                if t == b"F":
+                    if path in files:
+                        raise ValueError(f"{path} is already open")
+                    files[path] = pysam.libcbgzf.BGZFile(path, f"wb{level}")
+                cur = path
             elif t == b"D":
                 (n,) = struct.unpack("<Q", _read(inp, 8))
+                f = files[cur]
                 while n > 0:
                     piece = _read(inp, min(n, PIECE))
-                    out.write(piece)
+                    f.write(piece)
                     n -= len(piece)
             elif t == b"C":
-                out.close()
-                out = None
+                files.pop(cur).close()
+                cur = None
             else:
                 raise ValueError(f"unknown message {t!r}")
-        if out is not None:
-            out.close()
+        for f in files.values():
+            f.close()
     except Exception as e:  # noqa: BLE001  (the parent turns this into its error)
         print(f"bgzf_sink: {type(e).__name__}: {e}", file=sys.stderr)
         sys.exit(1)
