@@ -4,6 +4,7 @@
 #   bootstrap.sh start [--role all|controller|node] [--host NAME] [--addr ADDR] [--controller NAME]
 #                      [--controller-addr ADDR] [--nodes "NAME=ADDR ..."] [--cpus N] [--memory MB]
 #                      [--ctld-port P] [--slurmd-port P] [--cluster NAME] [--partition NAME] --state DIR
+#                      [--overcommit]   (let --cpus exceed the real cores: for benchmarks of tiny jobs)
 #   bootstrap.sh stop  --state DIR       (stops the daemons this script started, by their PIDs)
 #
 # Everything lives in the state directory (one per cluster): slurm.conf rendered from
@@ -17,7 +18,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 CMD=${1:-start}; shift || true
 ROLE=all; HOST=$(hostname); ADDR=127.0.0.1; CTLD_HOST=""; CTLD_ADDR=""; NODELIST=""
 CPUS=$(nproc); MEMORY=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 / 2 ))
-CTLD_PORT=16817; SLURMD_PORT=16818; CLUSTER=genefarm; PARTITION=genefarm; STATE=""
+CTLD_PORT=16817; SLURMD_PORT=16818; CLUSTER=genefarm; PARTITION=genefarm; STATE=""; OVERCOMMIT=""
 while [ $# -gt 0 ]; do
   case $1 in
     --role) ROLE=$2; shift 2;; --host) HOST=$2; shift 2;; --addr) ADDR=$2; shift 2;;
@@ -25,6 +26,7 @@ while [ $# -gt 0 ]; do
     --nodes) NODELIST=$2; shift 2;; --cpus) CPUS=$2; shift 2;; --memory) MEMORY=$2; shift 2;;
     --ctld-port) CTLD_PORT=$2; shift 2;; --slurmd-port) SLURMD_PORT=$2; shift 2;;
     --cluster) CLUSTER=$2; shift 2;; --partition) PARTITION=$2; shift 2;; --state) STATE=$2; shift 2;;
+    --overcommit) OVERCOMMIT=1; shift;;
     *) echo "bootstrap.sh: unknown option $1" >&2; exit 2;;
   esac
 done
@@ -72,6 +74,8 @@ fi
 mkdir -p "$STATE/ctld" "$STATE/munge" "$STATE/munge-key"
 chown munge:munge "$STATE/munge" "$STATE/munge-key"; chmod 0755 "$STATE/munge"; chmod 0700 "$STATE/munge-key"
 MUNGE_SOCKET=$STATE/munge/munge.socket
+runuser -u munge -- test -x "$STATE/munge" || {
+  say "the munge user cannot reach $STATE: make it and its parent directories world-searchable (chmod o+x)"; exit 2; }
 
 # 1. munge: a private daemon with its own key and socket (the key is shared by all hosts)
 if [ ! -f "$STATE/munge-key/munge.key" ]; then
@@ -87,6 +91,7 @@ fi
 
 # 2. slurm.conf from the templates
 NODES=""
+[ -n "$OVERCOMMIT" ] && NODES="SlurmdParameters=config_overrides"$'\n'
 for nd in $NODELIST; do
   NODE=${nd%%=*} NODE_ADDR=${nd#*=}
   NODES+=$(NODE=$NODE NODE_ADDR=$NODE_ADDR render "$HERE/node.tmpl" NODE NODE_ADDR CPUS MEMORY)$'\n'
