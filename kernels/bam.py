@@ -7,6 +7,9 @@ The slow twin (`encode_slow`) builds the same records with pysam, and the tests 
 to produce identical bytes.
 
 ALN (one record per read; read 2i is mate 1 of pair i):
+Tags written: NM, MD (mapped), MC (mate mapped), ms (paired: the mate's base qualities >= 15
+summed, as samtools fixmate -m), AS, XS (mapped), RG (with a read group).
+
     flag   SAM flag                   tid/pos   contig index and 0-based position (-1 if none)
     mapq   mapping quality            rev       1 if the read is stored reverse-complemented
     score  AS (alignment score)       sub       XS (best other locus), -1 if not reported
@@ -258,7 +261,8 @@ def _encode_one(r, aln, names, noff, seq, qual, roff, cig, ref, refoff, rg, out,
             p += mdlen + 1
         else:
             p += 2 + 1 + _int_tag_size(nm) + 3 + mdlen + 1
-    mmapped = (a.flag & F_PAIRED) != 0 and (a.flag & F_MUNMAP) == 0
+    paired = (a.flag & F_PAIRED) != 0
+    mmapped = paired and (a.flag & F_MUNMAP) == 0
     if mmapped:
         mc = mate * MAXCIG
         mn = aln[mate].ncig
@@ -275,6 +279,17 @@ def _encode_one(r, aln, names, noff, seq, qual, roff, cig, ref, refoff, rg, out,
             p += 1
         else:
             p += 3 + _cigar_text_len(cig, mc, mn) + 1
+    if paired:
+        # ms: the mate's score, sum of its base qualities >= 15 (as samtools fixmate -m), so that
+        # duplicate marking can rank a pair from either of its records
+        ms = 0
+        for t in range(roff[mate], roff[mate + 1]):
+            if qual[t] >= 15:
+                ms += qual[t]
+        if write:
+            p = _put_int_tag(out, p, 109, 115, ms)           # ms
+        else:
+            p += 3 + _int_tag_size(ms)
     if mapped:
         if write:
             p = _put_int_tag(out, p, 65, 83, a.score)       # AS
@@ -472,6 +487,9 @@ def encode_slow(aln, names, noff, seq, qual, roff, cig, ref, refoff, header_txt,
                     m = r ^ 1
                     mc = cig[m * MAXCIG: m * MAXCIG + int(aln[m]["ncig"])]
                     tags.append(("MC", "".join(f"{int(c) >> 4}{'MIDNSHP=X'[int(c) & 15]}" for c in mc)))
+                if a["flag"] & F_PAIRED:
+                    mq = qual[roff[r ^ 1]:roff[(r ^ 1) + 1]]
+                    tags.append(("ms", int(mq[mq >= 15].sum())))
                 if not a["flag"] & F_UNMAP:
                     tags.append(("AS", int(a["score"])))
                     if a["sub"] >= 0:
