@@ -182,3 +182,25 @@ def test_s3_unreachable_is_temporary(tmp_path, s3_endpoint):  # noqa: F811
     r = run_worker(p, env={"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_MAX_ATTEMPTS": "1"})
     assert r.returncode == 75, r.stderr
     assert report(m)["outcome"] == "temporary"
+
+
+def test_oss_shares_the_object_store_path(tmp_path, bucket, s3_endpoint, monkeypatch):  # noqa: F811
+    """oss:// through oss2, against moto_server (no OSS server exists here; moto answers oss2's
+    simple object calls, without checking signatures, and cannot list): put, stat, get."""
+    c, b = bucket
+    monkeypatch.setenv("OSS_ENDPOINT", s3_endpoint)
+    monkeypatch.setenv("OSS_ACCESS_KEY_ID", "gf-test")
+    monkeypatch.setenv("OSS_ACCESS_KEY_SECRET", os.urandom(8).hex())
+    storage._stores.clear()
+    src = tmp_path / "x.txt"
+    src.write_bytes(b"genefarm over oss\n" * 1000)
+    uri = f"oss://{b}/dir/x.txt"
+    storage.put(str(src), uri)
+    assert storage.stat(uri)["size"] == src.stat().st_size
+    got = storage.fetch(uri, str(tmp_path / "dl"))
+    assert open(got, "rb").read() == src.read_bytes()
+    assert c.get_object(Bucket=b, Key="dir/x.txt")["Body"].read() == src.read_bytes()   # the same object
+    with pytest.raises(storage.StorageError) as e:
+        storage.stat(f"oss://{b}/dir/missing.txt")
+    assert e.value.kind == "missing"
+    storage._stores.clear()
