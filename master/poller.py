@@ -4,6 +4,7 @@ followed twice.
 
     genefarm poller          (or `python -m master.poller`; `genefarm serve` starts one beside the API)
 """
+import datetime
 import fcntl
 import logging
 import os
@@ -56,18 +57,21 @@ def main(argv=None, home=None):
             log.exception("tick failed")
 
     sched.add_job(tick, "interval", seconds=s.poll_seconds, max_instances=1, coalesce=True,
-                  misfire_grace_time=None, id="tick")
+                  misfire_grace_time=None, id="tick", next_run_time=datetime.datetime.now())
+    stopping = []
 
     def stop(_sig, _frame):
-        sched.shutdown(wait=False)
+        stopping.append(True)
+        if sched.running:
+            sched.shutdown(wait=False)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     print(f"genefarm poller: pid {os.getpid()}, backend {backend.name}, every {s.poll_seconds} s, "
           f"home {s.home}", file=sys.stderr, flush=True)
     log.info("poller started: backend %s", backend.name)
-    tick()
-    sched.start()
+    if not stopping:                 # a signal before the scheduler ran must not be lost
+        sched.start()
     backend.close()
     log.info("poller stopped")
     return 0

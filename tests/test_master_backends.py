@@ -70,3 +70,18 @@ def test_slurm_backend(tmp_path, slurm_env):  # noqa: F811
     assert out["backend"] == "slurm"
     check(out)
     assert "ntasks=2" in out["ranks"]["log"], out["ranks"]
+
+
+@pytest.mark.slow
+def test_the_poller_loads_drmaa_by_itself(tmp_path, sge_env):  # noqa: F811
+    """SGE's libdrmaa needs jemalloc preloaded at process start: the poller re-executes itself with it."""
+    env = dict(os.environ, GENEFARM_HOME=str(tmp_path / "home"), GENEFARM_BACKEND="drmaa", PYTHONPATH=ROOT)
+    env.pop("LD_PRELOAD", None)
+    p = subprocess.Popen([sys.executable, "-m", "master.poller"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stderr.readline()
+    finally:
+        p.terminate()
+        p.wait(30)
+    assert "backend drmaa" in line, line
+    assert "FALLING BACK" not in line

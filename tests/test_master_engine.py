@@ -313,3 +313,21 @@ def test_store_constraints_hold(farm):
         ref.bases = 3_100_000_000                                   # a human genome fits
         db.commit()
         assert db.get(Reference, ref.id).bases == 3_100_000_000
+
+
+def test_cancel_stops_the_run_at_the_scheduler(farm):
+    s, Session, make = farm
+    eng, be, rid = make({"index": "hang", "split": "hang"})
+    eng.tick()
+    eng.tick()
+    with Session() as db:
+        service.cancel_run(db, db.get(Run, rid))
+    eng.tick()
+    ts = tasks_of(Session, rid)
+    assert {t.state for t in ts.values()} == {"cancelled"}
+    assert all(a.end_reason == "cancelled" for t in ts.values() for a in t.attempts)
+    assert sorted(be.cancelled) == sorted(a.job_id for t in ts.values() for a in t.attempts)
+    with Session() as db:
+        assert db.get(Run, rid).state == "cancelled"
+        with pytest.raises(service.ApiError):
+            service.cancel_run(db, db.get(Run, rid))            # only a running run can be cancelled
