@@ -438,5 +438,10 @@ class Engine:
         for s in stages.values():
             s["wall_seconds"] = round(s["last_end"] - s["first_start"], 3) if s["first_start"] and s["last_end"] else 0
             s["core_seconds"] = round(s["core_seconds"], 3)
-        return {"qc": g.result, "outputs": g.outputs, "stages": stages,
+        qc = dict(g.result or {})
+        out = g.outputs.get("out", "")
+        for k in ("bam", "vcf"):           # the worker filled a staging directory; name the delivered files
+            if qc.get(k) and out:
+                qc[k] = storage.join(out, os.path.basename(qc[k]))
+        return {"qc": qc, "outputs": g.outputs, "stages": stages,
                 "wall_seconds": round(time.time() - run.created, 3)}
