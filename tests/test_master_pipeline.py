@@ -112,3 +112,64 @@ def test_drmaa_on_sge_and_slurm_give_the_same_vcf_as_local(local_run, tiny, tmp_
     rc, r_slurm, err = genefarm_run(tmp_path / "slurm", tiny, backend="slurm", env=slurm_env)
     assert rc == 0, err
     assert check_outputs(r_slurm) == want
+
+
+@pytest.mark.slow
+def test_sigkill_master_and_poller_mid_pipeline_then_restart(local_run, tiny, tmp_path):
+    """SIGKILL `genefarm serve` and its poller while align tasks run; start again: the run finishes,
+    no finished task runs again, none is doubled, and the VCF is the one an undisturbed run gives."""
+    import signal
+    import time
+
+    from gf_daemons import free_port, stop_pid
+    from master.client import Client
+    home, res = local_run
+    want = records(res["summary"]["qc"]["vcf"])
+    h2 = tmp_path / "home"
+    env = dict(os.environ, GENEFARM_HOME=str(h2), GENEFARM_POLL_SECONDS="0.5", PYTHONPATH=ROOT,
+               GENEFARM_HEARTBEAT_SECONDS="1")
+    port = free_port()
+
+    def start():
+        p = subprocess.Popen([sys.executable, "-m", "master.cli", "serve", "--port", str(port), "--json"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        info = json.loads(p.stdout.readline())
+        return p, info["poller_pid"]
+
+    master, poller = start()
+    try:
+        c = Client(f"http://127.0.0.1:{port}", open(h2 / "token").read().strip())
+        c.post("/references", {"name": "chr20sim", "uri": tiny["ref"]})
+        run = c.post("/samples", {"name": "k", "reference": "chr20sim", "r1": tiny["r1"], "r2": tiny["r2"],
+                                  "regions": 6, "params": {"chunk_pairs": 4000}})["run"]
+        t0 = time.time()
+        while time.time() - t0 < 300:
+            ts = c.get(f"/runs/{run['id']}/tasks")
+            aligns = [t for t in ts if t["stage"] == "align"]
+            if any(t["state"] == "done" for t in aligns) and any(t["state"] in ("running", "queued") for t in aligns):
+                break
+            time.sleep(0.2)
+        done_before = {t["id"]: t["attempts"] for t in ts if t["state"] == "done"}
+        assert any(t["stage"] == "align" for t in ts if t["id"] in done_before), ts
+        os.kill(master.pid, signal.SIGKILL)
+        os.kill(poller, signal.SIGKILL)
+        master.wait(10)
+        master, poller = start()
+        t0 = time.time()
+        while time.time() - t0 < 600:
+            r = c.get(f"/runs/{run['id']}")
+            if r["state"] != "running":
+                break
+            time.sleep(0.5)
+        assert r["state"] == "done", r
+        ts = c.get(f"/runs/{run['id']}/tasks")
+        for t in ts:
+            atts = c.get(f"/tasks/{t['id']}/attempts")
+            assert len([a for a in atts if a["end_reason"] == "done"]) == 1, (t["key"], atts)   # not doubled
+            if t["id"] in done_before:
+                assert len(atts) == done_before[t["id"]]                                          # not re-run
+        assert records(r["summary"]["qc"]["vcf"]) == want
+    finally:
+        stop_pid(master.pid)
+        master.wait(30)
+        stop_pid(poller)
