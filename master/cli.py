@@ -222,8 +222,11 @@ def _free_port():
 def follow(c, run_id, json_mode, interval=1.0):
     """Follow a run until it ends, with a progress bar on stderr; returns the run."""
     from tqdm import tqdm
-    bar = None if json_mode else tqdm(total=1, unit="task", file=sys.stderr, dynamic_ncols=True,
-                                      bar_format="{desc} {bar} {n_fmt}/{total_fmt} tasks [{elapsed}]")
+    tty = sys.stderr.isatty()
+    bar = None if json_mode or not tty else tqdm(total=1, unit="task", file=sys.stderr, dynamic_ncols=True,
+                                                 bar_format="{desc} {bar} {n_fmt}/{total_fmt} tasks [{elapsed}]")
+    last = None
+    t0 = time.time()
     try:
         while True:
             r = c.get(f"/runs/{run_id}")
@@ -236,6 +239,11 @@ def follow(c, run_id, json_mode, interval=1.0):
                 active = counts.get("running", 0) + counts.get("queued", 0)
                 bar.set_description_str(f"run {run_id}: {active} active")
                 bar.refresh()
+            elif not json_mode:             # not a terminal (a log, CI): one line when something changed
+                line = f"run {run_id}: {done}/{total} tasks finished, " + _fmt_counts(counts)
+                if line != last:
+                    talk(f"[{time.time() - t0:6.1f} s] {line}")
+                    last = line
             if r["state"] != "running":
                 return r
             time.sleep(interval)
