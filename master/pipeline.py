@@ -152,7 +152,7 @@ def advance(db, eng, run):
                "bams": [f"task:{t.cache_key}/region.bam" for t in calls]
                + [f"task:{t.cache_key}/part.unmapped.bam" for t in aligns
                   if os.path.exists(os.path.join(_out(t), "part.unmapped.bam"))]},
-              params={"sample": s.name})
+              params={"sample": s.name}, resources={"cpus": st.threads, "ranks": 1})
         made += 1
     return made
 

@@ -73,6 +73,22 @@ def test_local_run_gives_bam_and_vcf(local_run):
     assert len(check_outputs(res)) > 1000
 
 
+def test_logs_and_explain_of_a_finished_run(local_run):
+    from master import settings as settings_mod
+    from master.app import create_app
+    home, res = local_run
+    s = settings_mod.load(str(home))
+    c = create_app(s).test_client()
+    h = {"Authorization": "Bearer " + open(s.token_file).read().strip()}
+    align = next(t for t in res["task_list"] if t["stage"] == "align")
+    att = c.get(f"/api/v1/tasks/{align['id']}/attempts", headers=h).json[-1]
+    log = c.get(f"/api/v1/attempts/{att['id']}/log", headers=h).get_data(as_text=True)
+    assert f"task {align['id']} (align/c0000) attempt 1" in log and ": done" in log
+    assert att["cpu_seconds"] > 0 and att["peak_mb"] > 0 and att["node"] and att["end_reason"] == "done"
+    text = c.get(f"/api/v1/tasks/{align['id']}/explain", headers=h).json["text"]
+    assert "never run before" in text and "attempt 1 done" in text
+
+
 def test_region_count_does_not_change_the_vcf(local_run, tiny, tmp_path):
     home, res = local_run
     rc, res8, err = genefarm_run(tmp_path / "h8", tiny, regions=9, name="tiny9")

@@ -68,18 +68,13 @@ def merge_bams(bams, out, threads=1):
     os.replace(out + ".bai.tmp", out + ".bai")
 
 
-def bam_counts(bam):
-    """reads, mapped, duplicates, properly paired (primary records) from the BAM's flags."""
-    c = {"reads": 0, "mapped": 0, "duplicates": 0, "proper": 0}
-    with pysam.AlignmentFile(bam) as f:
-        for r in f.fetch(until_eof=True):
-            if r.is_secondary or r.is_supplementary:
-                continue
-            c["reads"] += 1
-            if not r.is_unmapped:
-                c["mapped"] += 1
-                c["duplicates"] += r.is_duplicate
-                c["proper"] += r.is_proper_pair
+def bam_counts(bam, threads=1):
+    """reads, mapped, duplicates, properly paired (primary records), from samtools flagstat (via pysam)."""
+    st = json.loads(pysam.flagstat("-@", str(threads), "-O", "json", bam))
+    p, f = st["QC-passed reads"], st["QC-failed reads"]
+    c = {"reads": p["primary"] + f["primary"], "mapped": p["primary mapped"] + f["primary mapped"],
+         "duplicates": p["primary duplicates"] + f["primary duplicates"],
+         "proper": p["properly paired"] + f["properly paired"]}
     n = max(c["reads"], 1)
     c["mapping_rate"] = round(c["mapped"] / n, 6)
     c["duplicate_rate"] = round(c["duplicates"] / n, 6)
@@ -102,7 +97,7 @@ def run(out_dir, name, vcfs, bams, threads=1):
             if ".tmp" in p:
                 os.unlink(os.path.join(out_dir, p))
         raise
-    qc = {"sample": name, "vcf": vcf, "bam": bam, "regions": len(vcfs), **bam_counts(bam), **vc,
+    qc = {"sample": name, "vcf": vcf, "bam": bam, "regions": len(vcfs), **bam_counts(bam, threads), **vc,
           "seconds": round(time.perf_counter() - t0, 3)}
     tmp = os.path.join(out_dir, f"{name}.qc.json.tmp")
     with open(tmp, "w") as f:

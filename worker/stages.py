@@ -43,7 +43,7 @@ def command(msg, inputs, out_dir):
         if msg.region:
             argv += ["--region", msg.region]
     elif st == "gather":
-        argv = [_py(), "-m", "worker.gather", "-o", out_dir, "--name", p.get("sample", "sample"), "--json"]
+        argv = [_py(), "-m", "worker.gather", "-o", out_dir, "--name", p.get("sample", "sample"), "-t", t, "--json"]
         for v in _as_list(inputs["vcfs"]):
             argv += ["--vcf", v]
         for b in _as_list(inputs["bams"]):
