@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from kernels import __version__
-from kernels import bam, index as gindex
+from kernels import bam, index as gindex, qualcal
 from kernels._numba import jit, note_compile, pjit, prange, set_threads
 from kernels.chain import LOCUS, cluster, top_loci
 from kernels.dna import COMPLEMENT
@@ -206,6 +206,18 @@ def _name_hash(names, a, b):
     for t in range(a, b):
         h = (h ^ np.uint64(names[t])) * np.uint64(1099511628211)
     return h
+
+
+@jit
+def read_name_hashes(names, noff):
+    """FNV-1a hash of every read's name (both mates of a pair share it), as kernels.bamread has it."""
+    n = noff.shape[0] - 1
+    out = np.empty(2 * n, np.uint64)
+    for i in range(n):
+        h = _name_hash(names, noff[i], noff[i + 1])
+        out[2 * i] = h
+        out[2 * i + 1] = h
+    return out
 
 
 @jit
@@ -667,6 +679,14 @@ class Stats:
         return d
 
 
+def count_qualities(counts, aln, batch, data, sizes, idx, refoff):
+    """Add the batch's base quality counts (kernels.qualcal) over the records just encoded."""
+    starts = np.zeros(len(sizes), np.int64)
+    np.cumsum(sizes[:-1], out=starts[1:])
+    sel = np.flatnonzero(qualcal.counted(aln["flag"], aln["mapq"], read_name_hashes(batch.names, batch.noff)))
+    qualcal.count_errors(data, starts, sel, aln["pos"], aln["flag"], idx.seq, refoff, aln["tid"], *counts)
+
+
 def _mpi():
     """(comm, rank, size): mpi4py's world when started by mpiexec/srun, else a single rank."""
     launched = any(v in os.environ for v in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "PMI_SIZE"))
@@ -692,12 +712,12 @@ def parse_rg(rg):
 
 
 def run(prefix, r1, r2, out, threads=1, rg=None, reference=None, batch_pairs=BATCH_PAIRS, level=1,
-        argv=None, progress=None, regions=None, parts_prefix=None):
+        argv=None, progress=None, regions=None, parts_prefix=None, qual_counts=None):
     """Align R1/R2 with the index at prefix into out (BAM), or with regions (a BED tiling the
     genome) into one part file per region under parts_prefix. Returns the summary dict (rank 0)."""
     if regions:
         return run_parts(prefix, r1, r2, regions, parts_prefix, threads, rg, reference, batch_pairs, level,
-                         argv, progress)
+                         argv, progress, qual_counts)
     comm, rank, size = _mpi()
     t0 = time.perf_counter()
     idx, header, rg_arr = _setup(prefix, rg, reference, threads, argv)
@@ -708,6 +728,7 @@ def run(prefix, r1, r2, out, threads=1, rg=None, reference=None, batch_pairs=BAT
         raise InputError(f"-o {out}: directory {outdir} does not exist")
     aligner = Aligner(idx)
     stats = Stats()
+    counts = list(qualcal.new_counts())
     tmp = f"{out}.tmp{os.getpid()}"
     parts = f"{out}.parts.tmp" if size > 1 else None
     writer = None
@@ -724,9 +745,11 @@ def run(prefix, r1, r2, out, threads=1, rg=None, reference=None, batch_pairs=BAT
                 if batch is None:
                     continue
                 aln, cigs, model = aligner.align(batch)
+                sizes = np.empty(len(aln), np.int64)
                 data = bam.encode_batch(aln, batch.names, batch.noff, batch.seq, batch.qual, batch.roff, cigs,
-                                        idx.seq, aligner.refoff, rg_arr, np.ones(len(aln), np.bool_),
-                                        np.empty(len(aln), np.int64))
+                                        idx.seq, aligner.refoff, rg_arr, np.ones(len(aln), np.bool_), sizes)
+                if qual_counts:
+                    count_qualities(counts, aln, batch, data, sizes, idx, aligner.refoff)
                 if size > 1:
                     writer.open(os.path.join(parts, f"part-{b:07d}.bam"), header)
                     writer.write(data)
@@ -740,11 +763,17 @@ def run(prefix, r1, r2, out, threads=1, rg=None, reference=None, batch_pairs=BAT
         writer = None
         if size == 1:
             os.replace(tmp, out)
+            if qual_counts:
+                qualcal.write_counts(qual_counts, *counts)
         else:
-            allstats = comm.gather(stats, root=0)
+            allstats = comm.gather((stats, counts), root=0)
             if rank == 0:
-                for s in allstats[1:]:
+                for s, c in allstats[1:]:
                     stats.merge(s)
+                    counts[0] += c[0]
+                    counts[1] += c[1]
+                if qual_counts:
+                    qualcal.write_counts(qual_counts, *counts)
                 import pysam
                 files = sorted(os.listdir(parts))
                 if files:
@@ -791,7 +820,7 @@ def _setup(prefix, rg, reference, threads, argv):
 
 
 def run_parts(prefix, r1, r2, regions, parts_prefix, threads=1, rg=None, reference=None,
-              batch_pairs=BATCH_PAIRS, level=1, argv=None, progress=None):
+              batch_pairs=BATCH_PAIRS, level=1, argv=None, progress=None, qual_counts=None):
     """--regions/--parts: every read goes into the part file of the region holding its position
     (a read placed at its unmapped mate's position too); pairs with no position go to the
     unmapped part. Every part exists at the end, possibly empty. With K ranks a part holds the
@@ -807,6 +836,7 @@ def run_parts(prefix, r1, r2, regions, parts_prefix, threads=1, rg=None, referen
     finals = part_paths(parts_prefix, nreg)
     mine = [f"{p}.rank{rank}.tmp" for p in finals]
     counts = np.zeros(nreg + 1, np.int64)
+    qcounts = list(qualcal.new_counts())
     aligner = Aligner(idx)
     stats = Stats()
     writer = bam.BamWriter(level)
@@ -821,6 +851,8 @@ def run_parts(prefix, r1, r2, regions, parts_prefix, threads=1, rg=None, referen
                 sizes = np.empty(len(aln), np.int64)
                 data = bam.encode_batch(aln, batch.names, batch.noff, batch.seq, batch.qual, batch.roff, cigs,
                                         idx.seq, aligner.refoff, rg_arr, np.ones(len(aln), np.bool_), sizes)
+                if qual_counts:
+                    count_qualities(qcounts, aln, batch, data, sizes, idx, aligner.refoff)
                 regs = region_of_reads(aln, first, starts)
                 grouped, bounds = group_records(data, sizes, regs, nreg)
                 counts += np.bincount(np.where(regs < 0, nreg, regs), minlength=nreg + 1)
@@ -833,12 +865,16 @@ def run_parts(prefix, r1, r2, regions, parts_prefix, threads=1, rg=None, referen
         writer.close()
         writer = None
         if size > 1:
-            allstats = comm.gather((stats, counts), root=0)
+            allstats = comm.gather((stats, counts, qcounts), root=0)
             if rank == 0:
                 import pysam
-                for s_, c_ in allstats[1:]:
+                for s_, c_, q_ in allstats[1:]:
                     stats.merge(s_)
                     counts += c_
+                    qcounts[0] += q_[0]
+                    qcounts[1] += q_[1]
+                if qual_counts:
+                    qualcal.write_counts(qual_counts, *qcounts)
                 # the ranks' files of a region, concatenated in rank order (samtools cat)
                 for final in finals:
                     files = [f"{final}.rank{k}.tmp" for k in range(size)]
@@ -851,6 +887,8 @@ def run_parts(prefix, r1, r2, regions, parts_prefix, threads=1, rg=None, referen
         else:
             for p, final in zip(mine, finals):
                 os.replace(p, final)
+            if qual_counts:
+                qualcal.write_counts(qual_counts, *qcounts)
     except BaseException as e:
         if writer is not None:
             writer.abort()
@@ -890,6 +928,8 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=BATCH_PAIRS, help=argparse.SUPPRESS)
     ap.add_argument("--level", type=int, default=1, choices=range(0, 10), metavar="0-9",
                     help="BGZF compression level (default 1: fast; 6 is samtools' default)")
+    ap.add_argument("--qual-counts", metavar="FILE",
+                    help="write the base quality calibration counts here (for kernels.call --qual-counts)")
     ap.add_argument("--json", action="store_true", help="print the mapping summary as JSON on stdout")
     ap.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
     a = ap.parse_args(argv)
@@ -901,7 +941,7 @@ def main(argv=None):
         raise InputError("--parts and --regions go together (one part file per region)")
     res = run(a.prefix, a.r1, a.r2, a.output, a.threads, a.read_group, a.reference, a.batch, a.level,
               argv=["python -m kernels.align"] + (argv if argv is not None else sys.argv[1:]),
-              regions=a.regions, parts_prefix=a.parts)
+              regions=a.regions, parts_prefix=a.parts, qual_counts=a.qual_counts)
     if res is None:
         return 0
     if a.json:
