@@ -35,6 +35,7 @@ from kernels.errors import InputError, run_cli
 from kernels.bam import ref_span
 from kernels.extend import NEG, cigar_ungapped, ungapped
 from kernels.fastq import PairedReader
+from kernels.regions import part_paths, read_regions
 from kernels.pair import (CAND, IS_VALID, align_band, align_cigar, insert_model, mapq_se,
                           pair_bonus, phred_wrong, proper_insert, rescue)
 from kernels.scoring import (BAND, CLUSTER_GAP, DROP_RATIO, LOW_OCC, MATCH, MAX_CAND, MAX_HITS, MAX_OCC,
@@ -558,61 +559,6 @@ def group_records(data, sizes, regions, nreg):
     return out, bounds
 
 
-def read_regions(path, idx):
-    """A BED file (chrom, start, end; 0-based, half-open) whose regions tile every contig of the
-    index, in contig order -> (first_region per contig, starts, [(chrom, start, end)])."""
-    try:
-        with open(path) as f:
-            lines = [(i + 1, ln.split("\t")) for i, ln in enumerate(f)
-                     if ln.strip() and not ln.startswith(("#", "track", "browser"))]
-    except OSError as e:
-        raise InputError(f"--regions {path}: cannot read: {e.strerror}") from None
-    tid_of = {n: t for t, n in enumerate(idx.names)}
-    lengths = idx.lengths
-    regions = []
-    for lineno, f in lines:
-        if len(f) < 3:
-            raise InputError(f"{path}: line {lineno}: expected chrom, start, end separated by tabs")
-        chrom = f[0]
-        try:
-            start, end = int(f[1]), int(f[2])
-        except ValueError:
-            raise InputError(f"{path}: line {lineno}: start and end must be integers") from None
-        if chrom not in tid_of:
-            raise InputError(f"{path}: line {lineno}: contig {chrom!r} is not in the index")
-        if not 0 <= start < end <= lengths[tid_of[chrom]]:
-            raise InputError(f"{path}: line {lineno}: {chrom}:{start}-{end} is not inside the contig "
-                             f"(length {lengths[tid_of[chrom]]})")
-        regions.append((lineno, tid_of[chrom], start, end))
-    first = np.zeros(len(lengths) + 1, np.int64)
-    starts = []
-    i = 0
-    for t in range(len(lengths)):
-        pos = 0
-        first[t] = len(starts)
-        while i < len(regions) and regions[i][1] == t:
-            lineno, _, start, end = regions[i]
-            if start != pos:
-                raise InputError(f"{path}: line {lineno}: regions must tile each contig in order without gaps "
-                                 f"or overlaps: {idx.names[t]} expected a region starting at {pos}, got {start}")
-            starts.append(start)
-            pos = end
-            i += 1
-        if pos != lengths[t]:
-            raise InputError(f"{path}: the regions do not cover contig {idx.names[t]} to its end ({lengths[t]}), "
-                             f"or its regions are not in the index's contig order")
-    first[len(lengths)] = len(starts)
-    if i != len(regions):
-        raise InputError(f"{path}: line {regions[i][0]}: regions are not in the index's contig order")
-    return first, np.array(starts, np.int64), [(idx.names[t], s, e) for _, t, s, e in regions]
-
-
-def part_paths(prefix, nreg):
-    """The part files of --parts: one per region, then the unmapped one."""
-    width = max(4, len(str(nreg - 1)))
-    return [f"{prefix}.r{g:0{width}d}.bam" for g in range(nreg)] + [f"{prefix}.unmapped.bam"]
-
-
 class Aligner:
     """Aligns batches of read pairs against a loaded index."""
 
@@ -828,7 +774,7 @@ def run_parts(prefix, r1, r2, regions, parts_prefix, threads=1, rg=None, referen
     comm, rank, size = _mpi()
     t0 = time.perf_counter()
     idx, header, rg_arr = _setup(prefix, rg, reference, threads, argv)
-    first, starts, reglist = read_regions(regions, idx)
+    first, starts, reglist = read_regions(regions, idx.names, idx.lengths)
     nreg = len(reglist)
     pdir = os.path.dirname(os.path.abspath(parts_prefix))
     if not os.path.isdir(pdir):

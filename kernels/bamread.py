@@ -1,4 +1,4 @@
-"""Reading BAM records into arrays: htslib inflates (pysam.BGZFile), numba parses the records.
+"""Reading BAM records into arrays: ISA-L inflates the BGZF stream, numba parses the records.
 
 Iterating pysam.AlignedSegment objects costs microseconds of Python per record; the caller needs
 a few fields of every record and the bases of many, so records are parsed by a numba kernel into
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pysam
-import pysam.libcbgzf
+from isal import igzip, isal_zlib
 
 from kernels._numba import jit
 from kernels.errors import InputError
@@ -277,9 +277,10 @@ def read_bam(path, rg_ids=()):
     group IDs whose index goes into `rg`."""
     hdr = header_of(path)
     try:
-        with pysam.libcbgzf.BGZFile(path, "rb") as f:
+        # a BGZF file is a valid multi-member gzip stream: ISA-L inflates it about 2x faster than zlib
+        with igzip.open(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, igzip.BadGzipFile, isal_zlib.error) as e:
         raise InputError(f"{path}: cannot read the BAM ({e}); is it truncated?") from None
     buf = np.frombuffer(data, np.uint8)
     if len(buf) < 12 or bytes(buf[:4]) != b"BAM\x01":

@@ -42,11 +42,11 @@ from kernels.bamread import concat, header_of, read_bam
 from kernels.errors import InputError, run_cli
 from kernels.fasta import read_fasta
 from kernels import qualcal
-from kernels.genotype import LN10, genotype_table, hap_scores, posterior, snp_likelihoods
-from kernels.markdup import (F_DUP, F_QCFAIL, F_SECONDARY, F_SUPPL, F_UNMAP, libraries, mark_duplicates,
-                             sort_order, with_dup_flags, write_sorted_bam)
+from kernels.genotype import LN10, genotype_table, hap_scores, posterior_many, snp_likelihoods
+from kernels.markdup import (F_DUP, F_QCFAIL, F_SECONDARY, F_SUPPL, F_UNMAP, concat_sorted_bams, libraries,
+                             mark_duplicates, sort_order, with_dup_flags, write_sorted_bam, write_sorted_records)
 from kernels.pileup import MAX_SHIFT, pileup
-from kernels.regions import Interval, parse_region, split_genome
+from kernels.regions import Interval, parse_region, part_paths, read_regions, split_genome
 
 MIN_MQ = 20
 MIN_BQ = 13
@@ -239,12 +239,17 @@ class Caller:
         snp_likelihoods(reads.raw, reads.roff, use, reads.pos, reads.mapq, reads.flag, ws, we, site_at, alleles, nall, MIN_BQ,
                         self.qerr, gl, ad, dp)
         out = []
-        for i, x in enumerate(sites):
-            k = int(nall[i])
-            _, qual, gq, pl, gt = posterior(gl[i], k, THETA_SNP)
-            if gt != (0, 0):
-                out.append(site_record(chrom, x.pos, [x.ref], [[a] for a in x.alts], gt, qual, gq, pl,
-                                       ad[i], int(dp[i]), False))
+        for k in (2, 3):
+            sel = np.flatnonzero(nall == k)
+            if not len(sel):
+                continue
+            best, qual, gq, pl = posterior_many(gl[sel], k, THETA_SNP)
+            table = genotype_table(k)
+            for n in np.flatnonzero(best > 0):           # genotype 0 is 0/0: no record
+                i = sel[n]
+                x = sites[i]
+                out.append(site_record(chrom, x.pos, [x.ref], [[a] for a in x.alts], table[best[n]], float(qual[n]),
+                                       int(gq[n]), [int(v) for v in pl[n]], ad[i], int(dp[i]), False))
         return out
 
     def _genotype_windows(self, chrom, windows, use, contig):
@@ -487,9 +492,8 @@ def tiles(region):
     return out
 
 
-def load(ref_path, inputs):
-    """Reference, merged header, and all records sorted with duplicates marked."""
-    ref = read_fasta(ref_path)
+def load(ref, ref_path, inputs):
+    """Merged header and all records of the inputs, sorted, duplicates marked (in `flag`)."""
     hdr = check_headers(inputs)
     check_reference(hdr, ref, inputs[0], ref_path)
     ids, libs = libraries(hdr)
@@ -502,25 +506,17 @@ def load(ref_path, inputs):
     reads = reads.take(sort_order(reads))
     dup = mark_duplicates(reads, libs)
     reads.flag = with_dup_flags(reads.flag, dup)
-    return ref, hdr, reads, int(dup.sum())
-
-
-def estimate_quality_errors(ref, reads, max_bq, counts_files=None):
-    """Error rate per reported base quality and cycle (kernels.qualcal): from the counts files when
-    given (the whole sample's, from the aligner), else counted on these reads the same way."""
-    if counts_files:
-        tot, mm = qualcal.read_counts(counts_files)
-    else:
-        tot, mm = qualcal.new_counts()
-        idx = np.flatnonzero(qualcal.counted(reads.flag, reads.mapq, reads.namehash))
-        qualcal.count_errors(reads.raw, reads.roff, idx, reads.pos, reads.flag, ref.seq, ref.offsets, reads.tid,
-                             tot, mm)
-    return qualcal.table(tot, mm, max_bq)
+    return hdr, reads, int(dup.sum())
 
 
 def run(ref_path, inputs, out, region=None, nregions=None, bam_out=None, threads=1, argv=None, max_bq=MAX_BQ,
-        qual_counts=None):
-    """Call variants; rank 0 writes out (bgzipped VCF + .tbi) and returns a summary dict."""
+        qual_counts=None, parts_prefix=None, regions_bed=None):
+    """Call variants; rank 0 writes out (bgzipped VCF + .tbi) and returns a summary dict.
+
+    Input is either `inputs` (BAM files; with K ranks every rank reads all of them and takes every
+    K-th region) or, with parts_prefix and regions_bed, the aligner's part files: a rank then takes
+    a contiguous block of the regions and reads only their parts and the two beyond its block's
+    ends (the flank), so K ranks share the reading too."""
     comm, rank, size = _mpi()
     t0 = time.perf_counter()
     for o in (out, bam_out):
@@ -528,37 +524,72 @@ def run(ref_path, inputs, out, region=None, nregions=None, bam_out=None, threads
             raise InputError(f"{o}: its directory does not exist")
     if not out.endswith(".gz"):
         raise InputError(f"-o {out}: the VCF is bgzipped and indexed: name it .vcf.gz")
-    ref, hdr, reads, ndup = load(ref_path, inputs)
-    t1 = time.perf_counter()
+    ref = read_fasta(ref_path)
     lengths = dict(zip(ref.names, (int(x) for x in ref.lengths)))
-    if region:
-        regions = [[parse_region(region, lengths)]]
+    if parts_prefix:
+        _, _, reglist = read_regions(regions_bed, ref.names, ref.lengths)
+        regions = [[Interval(c, a, b)] for c, a, b in reglist]
+        paths = part_paths(parts_prefix, len(regions))
+        lo, hi = len(regions) * rank // size, len(regions) * (rank + 1) // size
+        mine = list(range(lo, hi))
+        inputs = paths[max(0, lo - 1):min(len(regions), hi + 1)]
+        if bam_out and rank == size - 1:
+            inputs = inputs + [paths[-1]]                    # the unmapped pairs go at the BAM's end
     else:
-        regions = split_genome(ref.names, [lengths[n] for n in ref.names], nregions or 1)
-    qerr = estimate_quality_errors(ref, reads, max_bq, qual_counts)
-    caller = Caller(ref, reads, qerr)
-    work = [(i, t) for i, reg in enumerate(regions) if i % size == rank for t in tiles(reg)]
+        if region:
+            regions = [[parse_region(region, lengths)]]
+        else:
+            regions = split_genome(ref.names, [lengths[n] for n in ref.names], nregions or 1)
+        mine = [i for i in range(len(regions)) if i % size == rank]
+    hdr, reads, ndup = load(ref, ref_path, inputs)
+    t1 = time.perf_counter()
+    # quality counts: given, or of this rank's own regions summed over the ranks (parts), or of all
+    if qual_counts:
+        tot, mm = qualcal.read_counts(qual_counts)
+    else:
+        own = None
+        if parts_prefix:
+            own = _in_regions(reads, ref, [regions[i] for i in mine])
+        tot, mm = count_qualities(ref, reads, own)
+        if parts_prefix and size > 1:
+            tot, mm = comm.allreduce(tot), comm.allreduce(mm)       # the blocks partition the sample
+    caller = Caller(ref, reads, qualcal.table(tot, mm, max_bq))
+    work = [(i, t) for i in mine for t in tiles(regions[i])]
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, threads)) as ex:
         done = list(ex.map(lambda w: caller.interval(w[1]), work))
     lines = [(i, res[0]) for (i, _), res in zip(work, done)]
     nsites = sum(res[1] for res in done)
+    nrec = int(reads.n)
+    bam_part = None
+    if bam_out and size > 1 and parts_prefix:
+        # each rank writes the sorted records of its block (the last one the unmapped pairs too)
+        bam_part = f"{bam_out}.rank{rank}.tmp"
+        write_sorted_records(bam_part, sorted_header_bytes(hdr, argv),
+                             reads.take(np.flatnonzero(_bam_records(reads, ref, [regions[i] for i in mine],
+                                                                    rank == size - 1))))
     if size > 1:
-        gathered = comm.gather((lines, nsites), root=0)
+        gathered = comm.gather((lines, nsites, nrec, ndup, bam_part), root=0)
         if rank != 0:
             return None
-        lines = sorted((x for g, _ in gathered for x in g), key=lambda x: x[0])
-        nsites = sum(n for _, n in gathered)
+        lines = sorted((x for g in gathered for x in g[0]), key=lambda x: x[0])
+        nsites = sum(g[1] for g in gathered)
+        if parts_prefix:                 # records were read by their block's rank (and its neighbours)
+            nrec, ndup = None, None
     t2 = time.perf_counter()
     body = [ln for _, ls in lines for ln in ls]
     cmd = " ".join(shlex.quote(a) for a in (argv or sys.argv))
     V.write(out, V.header(list(lengths.items()), sample_name(hdr, inputs[0]), ref_path, cmd) +
             "".join(ln + "\n" for ln in body))
     if bam_out:
-        write_sorted_bam(bam_out, sorted_header_bytes(hdr, argv), _region_records(reads, ref, regions))
+        if size > 1 and parts_prefix:
+            concat_sorted_bams(bam_out, [g[4] for g in gathered])
+        else:
+            write_sorted_bam(bam_out, sorted_header_bytes(hdr, argv),
+                             reads.take(np.flatnonzero(_bam_records(reads, ref, regions, _whole(regions, ref)))))
     t3 = time.perf_counter()
     snp = sum(1 for ln in body if _is_snp(ln))
     passed = [ln for ln in body if ln.split("\t", 7)[6] == "PASS"]
-    return {"records": int(reads.n), "duplicates": ndup, "candidate_sites": nsites, "variants": len(body),
+    return {"records": nrec, "duplicates": ndup, "candidate_sites": nsites, "variants": len(body),
             "pass": len(passed), "snps_pass": sum(1 for ln in passed if _is_snp(ln)),
             "indels_pass": sum(1 for ln in passed if not _is_snp(ln)), "snps": snp, "indels": len(body) - snp,
             "regions": len(regions), "ranks": size, "threads": threads, "vcf": os.path.abspath(out),
@@ -567,34 +598,58 @@ def run(ref_path, inputs, out, region=None, nregions=None, bam_out=None, threads
                         "write": round(t3 - t2, 3), "total": round(t3 - t0, 3)}}
 
 
-def _is_snp(line):
-    f = line.split("\t", 5)
-    return len(f[3]) == 1 and all(len(a) == 1 for a in f[4].split(","))
+def count_qualities(ref, reads, only=None):
+    """Base quality calibration counts (kernels.qualcal) over the reads (only those marked in `only`)."""
+    tot, mm = qualcal.new_counts()
+    sel = qualcal.counted(reads.flag, reads.mapq, reads.namehash)
+    if only is not None:
+        sel &= only
+    qualcal.count_errors(reads.raw, reads.roff, np.flatnonzero(sel), reads.pos, reads.flag, ref.seq, ref.offsets,
+                         reads.tid, tot, mm)
+    return tot, mm
 
 
-def _region_records(reads, ref, regions):
-    """The sorted records inside the regions (records without a position too, when the regions
-    cover the whole genome)."""
+def _whole(regions, ref):
+    return sum(len(iv) for reg in regions for iv in reg) == int(ref.lengths.sum())
+
+
+def _bam_records(reads, ref, regions, with_unmapped):
+    """Records of the regions (and, when asked and the regions cover the genome, the records with
+    no position, which go at the BAM's end)."""
+    keep = _in_regions(reads, ref, regions)
+    if with_unmapped:
+        keep |= reads.tid < 0
+    return keep
+
+
+def _in_regions(reads, ref, regions):
+    """Records whose position lies in the regions."""
     keep = np.zeros(reads.n, np.bool_)
     tid_of = {n: i for i, n in enumerate(ref.names)}
-    whole = sum(len(iv) for reg in regions for iv in reg) == int(ref.lengths.sum())
     for reg in regions:
         for iv in reg:
             keep |= (reads.tid == tid_of[iv.chrom]) & (reads.pos >= iv.start) & (reads.pos < iv.end)
-    if whole:
-        keep |= reads.tid < 0
-    return reads.take(np.flatnonzero(keep))
+    return keep
+
+
+def _is_snp(line):
+    f = line.split("\t", 5)
+    return len(f[3]) == 1 and all(len(a) == 1 for a in f[4].split(","))
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m kernels.call",
                                  description="Sort, mark duplicates and call SNPs and indels; writes VCF.gz + .tbi.")
     ap.add_argument("reference", help="reference FASTA (plain, gzip or bgzip) the reads were aligned to")
-    ap.add_argument("inputs", nargs="+", help="BAM files: the aligner's output or part files (any order)")
+    ap.add_argument("inputs", nargs="*", help="BAM files: the aligner's output or part files (any order)")
     ap.add_argument("-o", "--output", required=True, help="output VCF (bgzipped, with a .tbi index)")
     where = ap.add_mutually_exclusive_group()
     where.add_argument("--region", help="call only CHR:START-END (1-based, inclusive)")
     where.add_argument("--regions", type=int, help="call the whole genome split into N regions (ranks take regions)")
+    where.add_argument("--parts", metavar="PREFIX",
+                       help="read the aligner's part files PREFIX.rNNNN.bam (kernels.align --parts) of the regions in "
+                            "--regions-bed; ranks take blocks of regions and read only their parts")
+    ap.add_argument("--regions-bed", metavar="BED", help="with --parts: the regions the parts were written for")
     ap.add_argument("--bam-out", help="also write the sorted, duplicate-marked records (of the region) as BAM + .bai")
     ap.add_argument("-t", "--threads", type=int, default=1, help="threads per rank (default 1)")
     ap.add_argument("--max-bq", type=int, default=MAX_BQ,
@@ -610,9 +665,13 @@ def main(argv=None):
         raise InputError(f"-t {a.threads}: need at least one thread")
     if not a.quiet:
         note_compile()
+    if bool(a.parts) != bool(a.regions_bed):
+        raise InputError("--parts and --regions-bed go together (the part files and the regions they hold)")
+    if bool(a.parts) == bool(a.inputs):
+        raise InputError("give the BAM files, or --parts PREFIX --regions-bed BED (not both)")
     res = run(a.reference, a.inputs, a.output, a.region, a.regions, a.bam_out, a.threads,
               argv=["python -m kernels.call"] + (argv if argv is not None else sys.argv[1:]), max_bq=a.max_bq,
-              qual_counts=a.qual_counts)
+              qual_counts=a.qual_counts, parts_prefix=a.parts, regions_bed=a.regions_bed)
     if res is None:
         return 0
     if a.json:

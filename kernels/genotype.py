@@ -273,6 +273,25 @@ def posterior(gl, k, theta):
     return best, min(qual, 9999.0), max(gq, 0), [int(x) for x in pl], gts[best]
 
 
+def posterior_many(gl, k, theta):
+    """posterior() for many sites of k alleles at once: gl is (sites, genotypes); returns arrays
+    (best genotype index, QUAL, GQ, PL matrix)."""
+    gts = genotype_table(k)
+    g = len(gts)
+    prior = np.array([0.0 if (i, j) == (0, 0) else
+                      (math.log(theta) if i == 0 else (math.log(theta / 2) if i == j else 2 * math.log(theta)))
+                      for i, j in gts])
+    lp = gl[:, :g] + prior
+    post = lp - np.logaddexp.reduce(lp, axis=1)[:, None]
+    best = np.argmax(post, 1)
+    qual = np.minimum(-10.0 * post[:, 0] / LN10, 9999.0)
+    others = post.copy()
+    others[np.arange(len(best)), best] = -np.inf
+    gq = np.clip(np.rint(-10.0 * np.logaddexp.reduce(others, axis=1) / LN10), 0, 99).astype(np.int64)
+    pl = np.rint(-10.0 * (gl[:, :g] - gl[:, :g].max(1)[:, None]) / LN10).astype(np.int64)
+    return best, qual, gq, pl
+
+
 # ---------------------------------------------------------------- slow twins (plain Python)
 
 def snp_likelihoods_slow(pileup_bases, alleles, qerr):

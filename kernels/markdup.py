@@ -218,6 +218,34 @@ def with_dup_flags(flag, dup):
     return np.where(dup, flag | F_DUP, flag & ~np.uint16(F_DUP)).astype(np.uint16)
 
 
+def write_sorted_records(path, header, reads, level=6, chunk=200_000):
+    """Sorted records into a BAM at path (no index; the caller renames it)."""
+    w = BamWriter(level)
+    try:
+        w.open(path, header)
+        for a in range(0, reads.n, chunk):
+            w.write(reads.record_bytes(a, min(reads.n, a + chunk)))
+        w.close()
+    except BaseException:
+        w.abort()
+        raise
+
+
+def concat_sorted_bams(path, parts):
+    """Sorted BAMs holding consecutive stretches of the genome, end to end (samtools cat), indexed."""
+    import pysam
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        pysam.cat("-o", tmp, *parts)
+        pysam.index(tmp, tmp + ".bai")
+        os.replace(tmp + ".bai", path + ".bai")
+        os.replace(tmp, path)
+    finally:
+        for p in [tmp, tmp + ".bai"] + list(parts):
+            if os.path.exists(p):
+                os.unlink(p)
+
+
 def write_sorted_bam(path, header, reads, level=6, chunk=200_000):
     """Sorted records into path with its .bai, both under temporary names first; the records'
     bytes are gathered (flags from reads.flag) a chunk at a time."""
@@ -229,11 +257,7 @@ def write_sorted_bam(path, header, reads, level=6, chunk=200_000):
         raise InputError(f"-o {path}: directory {d} does not exist")
     tmp = f"{path}.tmp{os.getpid()}"
     try:
-        w = BamWriter(level)
-        w.open(tmp, header)
-        for a in range(0, reads.n, chunk):
-            w.write(reads.record_bytes(a, min(reads.n, a + chunk)))
-        w.close()
+        write_sorted_records(tmp, header, reads, level, chunk)
         pysam.index(tmp, tmp + ".bai")
         os.replace(tmp + ".bai", path + ".bai")
         os.replace(tmp, path)

@@ -6,6 +6,8 @@ are written as samtools writes them: CHR:START-END, 1-based, both ends included.
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 from kernels.errors import InputError
 
 _REGION = re.compile(r"^(?P<chrom>[^:\s]+)(?::(?P<start>[\d,]+)(?:-(?P<end>[\d,]+))?)?$")
@@ -66,3 +68,57 @@ def split_genome(names, lengths, n):
         parts = [Interval(name, max(a, s) - s, min(b, e) - s) for name, s, e in spans if s < b and e > a]
         regions.append(parts)
     return regions
+
+
+def read_regions(path, names, lengths):
+    """A BED file (chrom, start, end; 0-based, half-open) whose regions tile every contig, in
+    contig order -> (first_region per contig, starts, [(chrom, start, end)])."""
+    try:
+        with open(path) as f:
+            lines = [(i + 1, ln.split("\t")) for i, ln in enumerate(f)
+                     if ln.strip() and not ln.startswith(("#", "track", "browser"))]
+    except OSError as e:
+        raise InputError(f"--regions {path}: cannot read: {e.strerror}") from None
+    tid_of = {n: t for t, n in enumerate(names)}
+    regions = []
+    for lineno, f in lines:
+        if len(f) < 3:
+            raise InputError(f"{path}: line {lineno}: expected chrom, start, end separated by tabs")
+        chrom = f[0]
+        try:
+            start, end = int(f[1]), int(f[2])
+        except ValueError:
+            raise InputError(f"{path}: line {lineno}: start and end must be integers") from None
+        if chrom not in tid_of:
+            raise InputError(f"{path}: line {lineno}: contig {chrom!r} is not in the reference")
+        if not 0 <= start < end <= lengths[tid_of[chrom]]:
+            raise InputError(f"{path}: line {lineno}: {chrom}:{start}-{end} is not inside the contig "
+                             f"(length {lengths[tid_of[chrom]]})")
+        regions.append((lineno, tid_of[chrom], start, end))
+    first = np.zeros(len(lengths) + 1, np.int64)
+    starts = []
+    i = 0
+    for t in range(len(lengths)):
+        pos = 0
+        first[t] = len(starts)
+        while i < len(regions) and regions[i][1] == t:
+            lineno, _, start, end = regions[i]
+            if start != pos:
+                raise InputError(f"{path}: line {lineno}: regions must tile each contig in order without gaps "
+                                 f"or overlaps: {names[t]} expected a region starting at {pos}, got {start}")
+            starts.append(start)
+            pos = end
+            i += 1
+        if pos != lengths[t]:
+            raise InputError(f"{path}: the regions do not cover contig {names[t]} to its end ({lengths[t]}), "
+                             f"or its regions are not in the reference's contig order")
+    first[len(lengths)] = len(starts)
+    if i != len(regions):
+        raise InputError(f"{path}: line {regions[i][0]}: regions are not in the reference's contig order")
+    return first, np.array(starts, np.int64), [(names[t], s, e) for _, t, s, e in regions]
+
+
+def part_paths(prefix, nreg):
+    """The part files of --parts: one per region, then the unmapped one."""
+    width = max(4, len(str(nreg - 1)))
+    return [f"{prefix}.r{g:0{width}d}.bam" for g in range(nreg)] + [f"{prefix}.unmapped.bam"]

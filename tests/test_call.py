@@ -195,10 +195,12 @@ def test_regions_give_the_same_records(tmp_path, tiny, tiny_bam, whole, n):
 def test_random_edges_inside_indels_clusters_and_reads(tiny, tiny_bam, whole):
     """Region edges on purpose inside indels, between variants of a dense cluster, inside reads:
     the concatenated region calls are the whole-genome calls."""
-    from kernels import call
+    from kernels import call, qualcal
+    from kernels.fasta import read_fasta
     from kernels.regions import Interval
-    ref, hdr, reads, _ = call.load(tiny["ref"], [tiny_bam])
-    caller = call.Caller(ref, reads, call.estimate_quality_errors(ref, reads, call.MAX_BQ))
+    ref = read_fasta(tiny["ref"])
+    hdr, reads, _ = call.load(ref, tiny["ref"], [tiny_bam])
+    caller = call.Caller(ref, reads, qualcal.table(*call.count_qualities(ref, reads), call.MAX_BQ))
     want = records(whole)
     rng = random.Random(7)
     by_contig = {}
@@ -336,3 +338,28 @@ def test_bad_input(tmp_path, tiny, tiny_bam):
         assert r.returncode == 2, (args, r.stderr)
         assert needle in r.stderr and "Traceback" not in r.stderr, (needle, r.stderr)
         assert not [p for p in os.listdir(tmp_path) if p.startswith("o.vcf")]
+
+
+@pytest.mark.mpi
+def test_mpi_ranks_on_parts(tmp_path, tiny, tiny_index, whole):
+    """--parts: ranks take blocks of regions and read only their parts; same records as whole."""
+    mpiexec = venv_bin("mpiexec")
+    need(os.path.exists(mpiexec), "mpiexec of the mpich wheel (pip install mpich)")
+    bed = tmp_path / "r.bed"
+    bed.write_text("chr20_10000001_12000000\t0\t800000\nchr20_10000001_12000000\t800000\t2000000\n"
+                   "chr20_34000001_35500000\t0\t900000\nchr20_34000001_35500000\t900000\t1500000\n"
+                   "chr20_60000001_60500000\t0\t500000\n")
+    r = cli(tiny_index, tiny["r1"], tiny["r2"], "--regions", bed, "--parts", tmp_path / "p", "-q",
+            "-R", r"@RG\tID:tiny\tSM:chr20sim\tPL:ILLUMINA", module="kernels.align")
+    assert r.returncode == 0, r.stderr
+    for ranks in (1, 3):
+        out = tmp_path / f"n{ranks}.vcf.gz"
+        cmd = [sys.executable, "-m", "kernels.call", tiny["ref"], "--parts", str(tmp_path / "p"), "--regions-bed",
+               str(bed), "-o", str(out), "-q", "--bam-out", str(tmp_path / f"n{ranks}.bam")]
+        r = subprocess.run(([mpiexec, "-n", str(ranks)] if ranks > 1 else []) + cmd, capture_output=True, text=True,
+                           timeout=600)
+        assert r.returncode == 0, r.stderr
+        assert records(out) == records(whole), ranks
+    a = subprocess.run(["samtools", "view", str(tmp_path / "n1.bam")], capture_output=True, text=True).stdout
+    b = subprocess.run(["samtools", "view", str(tmp_path / "n3.bam")], capture_output=True, text=True).stdout
+    assert a == b and a.count("\n") == 40000

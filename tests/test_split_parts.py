@@ -94,7 +94,7 @@ def test_parts_with_ranks(tmp_path, tiny, tiny_index, regions_bed):
 
 @pytest.mark.parametrize("bed,needle", [
     ("chr20_10000001_12000000\t0\t700000\n", "do not cover contig"),
-    ("chrX\t0\t10\n", "'chrX' is not in the index"),
+    ("chrX\t0\t10\n", "'chrX' is not in the reference"),
     ("chr20_10000001_12000000\t0\t2000001\n", "is not inside the contig"),
     ("chr20_10000001_12000000\t0\t900\nchr20_10000001_12000000\t800\t2000000\n", "without gaps or overlaps"),
     ("chr20_10000001_12000000\tzero\t10\n", "must be integers"),
