@@ -96,7 +96,8 @@ def main():
         if {"sge", "drmaa"} & set(want):
             state = os.path.join(work, "sge")
             script = os.path.join(ROOT, "images", "sge", "bootstrap.sh")
-            subprocess.run([script, "start", "--state", state, "--qmaster-port", str(free_port()),
+            cell = f"gfb{os.getpid()}"
+            subprocess.run([script, "start", "--state", state, "--cell", cell, "--qmaster-port", str(free_port()),
                             "--execd-port", str(free_port()), "--slots", str(a.slots)], check=True)
             try:
                 env = dict(os.environ, **source(os.path.join(state, "sge.env")))
@@ -107,7 +108,7 @@ def main():
                     results.append(json.loads(out.stdout))
                     print(out.stdout.strip(), flush=True)
             finally:
-                subprocess.run([script, "stop", "--state", state])
+                subprocess.run([script, "stop", "--state", state, "--cell", cell])
         if "slurm" in want:
             state = os.path.join(work, "slurm")
             os.makedirs(state)

@@ -361,8 +361,10 @@ class Engine:
         try:
             ids = self.backend.submit(spec)
         except BackendError as e:
+            # the attempts never ran: closed (their numbers are not used again), the tasks stay ready
             for a in atts:
-                db.delete(a)
+                a.end_reason, a.ended = EndReason.CANCELLED.value, time.time()
+                a.message = f"not submitted: {e}"
             add_event(db, run_id, None, "submit-error", f"submitting {name} ({len(tasks)} {stage} tasks) failed: "
                       f"{e}; will try again")
             db.commit()

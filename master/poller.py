@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 
 from master import settings as settings_mod
 from master.backends import get_backend
@@ -45,8 +46,9 @@ def main(argv=None, home=None):
     _, Session = open_store(s.db_url)
     backend = get_backend(s)
     engine = Engine(s, Session, backend)
-    from apscheduler.schedulers.blocking import BlockingScheduler
-    sched = BlockingScheduler()
+    from apscheduler.schedulers.background import BackgroundScheduler
+    sched = BackgroundScheduler()
+    stop_event = threading.Event()
 
     def tick():
         try:
@@ -56,25 +58,30 @@ def main(argv=None, home=None):
         except Exception:  # noqa: BLE001  (a bad tick is logged; the next one tries again)
             log.exception("tick failed")
 
-    sched.add_job(tick, "interval", seconds=s.poll_seconds, max_instances=1, coalesce=True,
-                  misfire_grace_time=None, id="tick", next_run_time=datetime.datetime.now())
-    stopping = []
-
     def stop(_sig, _frame):
-        stopping.append(True)
-        if sched.running:
-            sched.shutdown(wait=False)
+        stop_event.set()
 
+    # handlers first, then the scheduler (in its thread); the main thread only waits for a signal
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    sched.add_job(tick, "interval", seconds=s.poll_seconds, max_instances=1, coalesce=True,
+                  misfire_grace_time=None, id="tick", next_run_time=datetime.datetime.now())
+    sched.start()
     print(f"genefarm poller: pid {os.getpid()}, backend {backend.name}, every {s.poll_seconds} s, "
           f"home {s.home}", file=sys.stderr, flush=True)
     log.info("poller started: backend %s", backend.name)
-    if not stopping:                 # a signal before the scheduler ran must not be lost
-        sched.start()
-    backend.close()
+    while not stop_event.wait(1.0):
+        pass
+    sched.shutdown(wait=False)
+    # Stop now: a tick still running is cut short, which is safe (each step of a tick commits on its
+    # own, as after a SIGKILL). Closing a scheduler library's session can block (DRMAA): bounded.
+    closer = threading.Thread(target=backend.close, daemon=True)
+    closer.start()
+    closer.join(5)
     log.info("poller stopped")
-    return 0
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

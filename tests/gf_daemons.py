@@ -141,10 +141,11 @@ def sge_env():
     state = tempfile.mkdtemp(prefix="gf-sge-")
     script = os.path.join(ROOT, "images", "sge", "bootstrap.sh")
     qp, ep = free_port(), free_port()
-    r = subprocess.run([script, "start", "--state", state, "--qmaster-port", str(qp), "--execd-port", str(ep)],
-                       capture_output=True, text=True, timeout=600)
+    cell = "gf" + secrets.token_hex(4)              # a private cell: its own spool, nothing shared
+    r = subprocess.run([script, "start", "--state", state, "--cell", cell, "--qmaster-port", str(qp),
+                        "--execd-port", str(ep)], capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
-        subprocess.run([script, "stop", "--state", state], capture_output=True, timeout=120)
+        subprocess.run([script, "stop", "--state", state, "--cell", cell], capture_output=True, timeout=120)
     need(r.returncode == 0, f"SGE bootstrap failed: {r.stderr[-1500:]}")
     env = _source(os.path.join(state, "sge.env"))
     old = {k: os.environ.get(k) for k in env}
@@ -157,7 +158,7 @@ def sge_env():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        subprocess.run([script, "stop", "--state", state], capture_output=True, timeout=120)
+        subprocess.run([script, "stop", "--state", state, "--cell", cell], capture_output=True, timeout=120)
         shutil.rmtree(state, ignore_errors=True)
 
 

@@ -16,13 +16,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from conftest import ROOT
-from gf_daemons import free_port, stop_pid
+from gf_daemons import free_port, sge_env, slurm_env, stop_pid  # noqa: F401  (fixtures)
 from master import explain
 from master import settings as settings_mod
-from master.backends.local import LocalBackend
+from master.backends import get_backend
 from master.engine import Engine
 from master.states import RunState
 from master.store import Reference, Run, Sample, Task, open_store
+from worker.message import read_heartbeat
 from test_worker import random_fasta
 
 
@@ -52,27 +53,31 @@ def tasks(Session, run_id):
         return list(db.scalars(q))
 
 
-def test_a_killed_process_group_is_noticed_and_requeued(tmp_path):
-    s = settings_mod.load(str(tmp_path / "home"), poll_seconds=0.3, local_slots=2)
+@pytest.mark.parametrize("backend", ["local", pytest.param("sge", marks=pytest.mark.slow),
+                                     pytest.param("slurm", marks=pytest.mark.slow)])
+def test_a_killed_process_group_is_noticed_and_requeued(tmp_path, backend, request):
+    if backend != "local":
+        request.getfixturevalue(f"{backend}_env")             # the real scheduler, started for the test
+    s = settings_mod.load(str(tmp_path / "home"), poll_seconds=0.3, local_slots=2, backend=backend,
+                          heartbeat_seconds=0.5)
     _, Session = open_store(s.db_url)
-    backend = LocalBackend(s.dir("jobs"), 2)
-    eng = Engine(s, Session, backend)
+    eng = Engine(s, Session, get_backend(s))
     rid = index_run(Session, tmp_path, 1, 30_000_000)
     killed = False
     t0 = time.time()
-    while time.time() - t0 < 120:
+    while time.time() - t0 < 180:
         eng.tick()
         t = tasks(Session, rid)[0]
-        if not killed and t.state == "running":
-            aid, _, i = t.attempts[0].job_id.rpartition(".")
-            start = json.load(open(os.path.join(s.dir("jobs"), aid, f"{i}.start")))
-            os.killpg(start["pid"], signal.SIGKILL)          # the whole element: runner, worker, kernel
+        hb = read_heartbeat(eng.report_dir(t, 1))
+        if not killed and hb and hb.get("phase") == "running":
+            # the whole job on its node: the worker's process group (runner or job shell, worker, kernel)
+            os.killpg(os.getpgid(hb["pid"]), signal.SIGKILL)
             killed = True
         if t.state == "done":
             break
         time.sleep(0.3)
     t = tasks(Session, rid)[0]
-    assert killed and t.state == "done"
+    assert killed and t.state == "done", [(a.end_reason, a.message) for a in t.attempts]
     assert (t.retries, t.preemptions, len(t.attempts)) == (0, 1, 2)
     assert [a.end_reason for a in t.attempts] == ["preempted", "done"]
     with Session() as db:

@@ -3,7 +3,11 @@
 #
 #   bootstrap.sh start   [--role all|master|exec] [--host NAME] [--master NAME] [--slots N]
 #                        [--qmaster-port P] [--execd-port P] [--state DIR] [--queue genefarm.q] [--pe smp]
-#   bootstrap.sh stop    --state DIR      (stops the daemons this script started, by their PIDs)
+#                        [--cell NAME]   (default: the package's cell "default"; another name makes a
+#                                         private cell spooled under DIR: test runs that share a machine
+#                                         then share nothing, not even the spool database)
+#   bootstrap.sh stop    --state DIR [--cell NAME]  (stops the daemons this script started, by their
+#                                         PIDs; a private cell is removed)
 #   bootstrap.sh preseed [--master NAME]  (debconf answers only: before installing the packages by other means)
 #
 # Idempotent: packages are installed only when missing, objects are modified when they exist.
@@ -15,17 +19,18 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 CMD=${1:-start}; shift || true
 ROLE=all; HOST=$(hostname); MASTER=""; SLOTS=$(nproc); QPORT=16444; EPORT=16445
-STATE=/var/run/genefarm-sge; QUEUE=genefarm.q; PE=smp
+STATE=/var/run/genefarm-sge; QUEUE=genefarm.q; PE=smp; CELL=default
 while [ $# -gt 0 ]; do
   case $1 in
     --role) ROLE=$2; shift 2;; --host) HOST=$2; shift 2;; --master) MASTER=$2; shift 2;;
     --slots) SLOTS=$2; shift 2;; --qmaster-port) QPORT=$2; shift 2;; --execd-port) EPORT=$2; shift 2;;
     --state) STATE=$2; shift 2;; --queue) QUEUE=$2; shift 2;; --pe) PE=$2; shift 2;;
+    --cell) CELL=$2; shift 2;;
     *) echo "bootstrap.sh: unknown option $1" >&2; exit 2;;
   esac
 done
 MASTER=${MASTER:-$HOST}
-export SGE_ROOT=/var/lib/gridengine SGE_CELL=default SGE_QMASTER_PORT=$QPORT SGE_EXECD_PORT=$EPORT
+export SGE_ROOT=/var/lib/gridengine SGE_CELL=$CELL SGE_QMASTER_PORT=$QPORT SGE_EXECD_PORT=$EPORT
 COMMON=$SGE_ROOT/$SGE_CELL/common
 mkdir -p "$STATE"
 say() { echo "sge-bootstrap: $*" >&2; }
@@ -37,16 +42,21 @@ render() {  # render TEMPLATE VAR... : replace ${VAR} by the variable's value
 }
 
 stop() {
+  # SIGTERM is a controlled shutdown; give it time (a SIGKILLed qmaster can leave its spool
+  # database needing recovery)
   for f in "$STATE"/execd.pid "$STATE"/qmaster.pid; do
     [ -f "$f" ] || continue
     pid=$(cat "$f")
     if kill -0 "$pid" 2>/dev/null; then
       kill "$pid"
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-      kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+      for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+      kill -0 "$pid" 2>/dev/null && { say "pid $pid did not stop in 60 s: killing it"; kill -9 "$pid"; }
     fi
     rm -f "$f"
   done
+  if [ "$CELL" != default ] && [ -f "$STATE/cell" ] && [ "$(cat "$STATE/cell")" = "$CELL" ]; then
+    rm -rf "${SGE_ROOT:?}/$CELL" "$STATE/cell"
+  fi
   say "stopped"
 }
 
@@ -71,11 +81,35 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends "${missing[@]}" >&2
 fi
 
-# 2. names: the host resolves to 127.0.0.1 whose reverse name is localhost on single-host set-ups
+# 2. a private cell: its own bootstrap, spool database, qmaster and execd spool directories under STATE
+SPOOL_QMASTER=/var/spool/gridengine/qmaster; SPOOL_EXECD=/var/spool/gridengine/execd
+if [ "$CELL" != default ]; then
+  SPOOL=$STATE/spool
+  SPOOL_QMASTER=$SPOOL/qmaster; SPOOL_EXECD=$SPOOL/execd
+  if [ ! -f "$COMMON/bootstrap" ]; then
+    say "making private cell $CELL (spool in $SPOOL)"
+    mkdir -p "$COMMON" "$SPOOL_QMASTER" "$SPOOL_EXECD" "$SPOOL/spooldb"
+    echo "$CELL" > "$STATE/cell"
+    SPOOL=$SPOOL render "$HERE/bootstrap.tmpl" SPOOL > "$COMMON/bootstrap"
+    sed -e "s|^execd_spool_dir .*|execd_spool_dir        $SPOOL_EXECD|" \
+      /usr/share/gridengine/default-configuration > "$STATE/configuration"
+    chown -R sgeadmin:sgeadmin "$SGE_ROOT/$CELL" "$SPOOL"
+    chmod o+x "$STATE"
+    runuser -u sgeadmin -- env SGE_ROOT="$SGE_ROOT" SGE_CELL="$CELL" sh -c "
+      /usr/lib/gridengine/spoolinit berkeleydb libspoolb '$SPOOL/spooldb' init &&
+      /usr/lib/gridengine/spooldefaults configuration '$STATE/configuration' &&
+      /usr/lib/gridengine/spooldefaults complexes /usr/share/gridengine/util/resources/centry &&
+      /usr/lib/gridengine/spooldefaults usersets /usr/share/gridengine/util/resources/usersets &&
+      /usr/lib/gridengine/spooldefaults managers sgeadmin" >/dev/null
+  fi
+fi
+
+# 3. names: the host resolves to 127.0.0.1 whose reverse name is localhost on single-host set-ups
 if [ "$(getent hosts "$HOST" | awk '{print $1; exit}')" = 127.0.0.1 ]; then
   echo "$HOST localhost" > "$COMMON/host_aliases"
 fi
 echo "$MASTER" > "$COMMON/act_qmaster"
+chown sgeadmin:sgeadmin "$COMMON/act_qmaster" "$COMMON/host_aliases" 2>/dev/null || true   # qmaster rewrites them
 
 QMASTER_PORT=$QPORT EXECD_PORT=$EPORT DRMAA_LIBRARY_PATH=/usr/lib/gridengine-drmaa/lib/libdrmaa.so.1.0 \
   render "$HERE/settings.tmpl" SGE_ROOT SGE_CELL QMASTER_PORT EXECD_PORT DRMAA_LIBRARY_PATH > "$STATE/sge.env"
@@ -86,12 +120,12 @@ wait_for() {  # wait_for SECONDS CMD...
   return 1
 }
 
-# 3. qmaster and the cell's configuration
+# 4. qmaster and the cell's configuration
 if [ "$ROLE" = all ] || [ "$ROLE" = master ]; then
   if ! qstat >/dev/null 2>&1; then
     /usr/sbin/sge_qmaster
     wait_for 30 qconf -sh || { say "qmaster did not answer on port $QPORT"; exit 1; }
-    cp /var/spool/gridengine/qmaster/qmaster.pid "$STATE/qmaster.pid"
+    cp "$SPOOL_QMASTER/qmaster.pid" "$STATE/qmaster.pid"
   fi
   tmp=$(mktemp -d)
   # jobs run as root on test hosts; the scheduler reacts in a second instead of fifteen
@@ -111,15 +145,15 @@ if [ "$ROLE" = all ] || [ "$ROLE" = master ]; then
   rm -rf "$tmp"
 fi
 
-# 4. the exec daemon (after min_uid is set: set later, the queue goes into error state)
+# 5. the exec daemon (after min_uid is set: set later, the queue goes into error state)
 if [ "$ROLE" = all ] || [ "$ROLE" = exec ]; then
   if ! [ -f "$STATE/execd.pid" ] || ! kill -0 "$(cat "$STATE/execd.pid")" 2>/dev/null; then
     qmod -c "$QUEUE@$HOST" >/dev/null 2>&1 || true
-    rm -f /var/spool/gridengine/execd/*/execd.pid
+    rm -f "$SPOOL_EXECD"/*/execd.pid
     /usr/sbin/sge_execd
     # the spool directory is named after the name the qmaster knows the host by (an alias maybe)
-    wait_for 30 sh -c 'ls /var/spool/gridengine/execd/*/execd.pid' || { say "execd did not start"; exit 1; }
-    pidf=$(ls -t /var/spool/gridengine/execd/*/execd.pid | head -1)
+    wait_for 30 sh -c "ls $SPOOL_EXECD/*/execd.pid" || { say "execd did not start"; exit 1; }
+    pidf=$(ls -t "$SPOOL_EXECD"/*/execd.pid | head -1)
     cp "$pidf" "$STATE/execd.pid"
   fi
   # the host is up when qhost reports its load

@@ -7,6 +7,7 @@ dr/dt -> cancelled; Eqw -> failed (it will never run); anything else -> unknown.
 qstat is looked up in the accounting file (qacct -j), which SGE writes a second or so later;
 until it is there the element is unknown.
 """
+import logging
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -15,6 +16,8 @@ from master import templates
 from master.backends import commands
 from master.backends.base import Backend, BackendError, JobStatus, signal_of_exit
 from master.states import JobState
+
+log = logging.getLogger("genefarm.sge")
 
 STATES = {"qw": JobState.QUEUED, "hqw": JobState.QUEUED, "hRwq": JobState.QUEUED, "Rq": JobState.QUEUED,
           "r": JobState.RUNNING, "t": JobState.RUNNING, "Rr": JobState.RUNNING, "Rt": JobState.RUNNING,
@@ -125,10 +128,14 @@ class SgeBackend(Backend):
         script = os.path.join(spec.manifest, "job.sge.sh")
         with open(script, "w") as f:
             f.write(self.render(spec))
-        out, _, _ = commands.run(["qsub", "-terse", script])
-        m = re.match(r"\s*(\d+)", out)
+        out, err, rc = commands.run(["qsub", "-terse", script], check=False)
+        # qsub can exit non-zero and still have submitted (e.g. a spooling error after the job was
+        # accepted): the job id decides, so a submitted array is never lost from sight
+        m = re.match(r"\s*(\d+)", out) or re.search(r"Your job(?:-array)? (\d+)", out + err)
         if not m:
-            raise BackendError(f"qsub printed no job id: {out.strip()[:200]!r}")
+            raise BackendError(f"qsub exited {rc}: {(err or out).strip()[:500]}")
+        if rc != 0:
+            log.warning("qsub exited %s but submitted job %s: %s", rc, m.group(1), err.strip()[:300])
         return [f"{m.group(1)}.{i}" for i in range(1, spec.count + 1)]
 
     def status(self, ids):
