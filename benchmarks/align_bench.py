@@ -21,19 +21,13 @@ Needs: bwa, minimap2, samtools, GNU time (make apt-bench installs them).
 import argparse
 import json
 import os
-import platform
-import re
 import shutil
-import statistics
 import subprocess
-import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PY = sys.executable
-VENV_BIN = os.path.dirname(PY)
-RG = r"@RG\tID:bench\tSM:sample\tPL:ILLUMINA"
+from common import (PY, RG, ROOT, VENV_BIN, count_reads, dir_size, ensure_data, log, machine, mapeval, timed,
+                    warm_up)
 
 SETS = {
     "bench": dict(dataset="chr20sim", ref="ref.fa", r1="bench_R1.fastq.gz", r2="bench_R2.fastq.gz",
@@ -43,66 +37,6 @@ SETS = {
     "full": dict(dataset="chr20full", ref="ref.fa.gz", r1="full_R1.fastq.gz", r2="full_R2.fastq.gz",
                  truth="full.truth.tsv.gz", regen=["reads"]),
 }
-
-
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
-
-
-def timed(cmd, out_path=None, env=None, reps=1, label=""):
-    """Run cmd (a list) under /usr/bin/time -v `reps` times; median wall/cpu/rss of the runs."""
-    runs = []
-    for _ in range(reps):
-        with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
-            stdout = open(out_path, "wb") if out_path else subprocess.DEVNULL
-            try:
-                r = subprocess.run(["/usr/bin/time", "-v", "-o", tf.name] + cmd, stdout=stdout,
-                                   stderr=subprocess.PIPE, env=env)
-            finally:
-                if out_path:
-                    stdout.close()
-            if r.returncode != 0:
-                raise SystemExit(f"{label or cmd[0]} failed ({r.returncode}):\n{r.stderr.decode()[-3000:]}")
-            t = tf.read()
-        m = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", t)
-        wall = int(m.group(1) or 0) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
-        user = float(re.search(r"User time \(seconds\): ([\d.]+)", t).group(1))
-        sys_ = float(re.search(r"System time \(seconds\): ([\d.]+)", t).group(1))
-        rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", t).group(1)) / 1024
-        runs.append((wall, user + sys_, rss))
-        log(f"  {label}: wall {wall:.1f} s, CPU {user + sys_:.1f} s, RSS {rss:.0f} MB")
-    return {"wall": statistics.median(r[0] for r in runs), "cpu": statistics.median(r[1] for r in runs),
-            "rss_mb": statistics.median(r[2] for r in runs), "runs": [list(r) for r in runs]}
-
-
-def mapeval(shared, truth, bam):
-    r = subprocess.run([PY, os.path.join(shared, "bench", "mapeval.py"), "--truth", truth, "--bam", bam,
-                        "--json", bam + ".mapeval.json"], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"mapeval failed on {bam}:\n{r.stderr}")
-    return json.load(open(bam + ".mapeval.json"))
-
-
-def ensure_data(shared, data, name):
-    s = SETS[name]
-    d = os.path.join(data, s["dataset"])
-    src = os.path.join(shared, "data", s["dataset"])
-    need = [s["r1"], s["r2"], s["truth"]]
-    if not all(os.path.exists(os.path.join(d, f)) for f in need):
-        os.makedirs(d, exist_ok=True)
-        log(f"generating {name} reads into {d} (the dataset's regenerate.sh)")
-        env = dict(os.environ, PATH=VENV_BIN + os.pathsep + os.environ["PATH"])   # mason2truth needs pysam
-        subprocess.run(["bash", os.path.join(src, "scripts", "regenerate.sh")] + s["regen"] + [d], check=True, env=env)
-    return {"ref": os.path.join(src, s["ref"]), **{k: os.path.join(d, s[k]) for k in ("r1", "r2", "truth")}}
-
-
-def count_reads(r1):
-    out = subprocess.run(f"zcat '{r1}' | wc -l", shell=True, capture_output=True, text=True, check=True).stdout
-    return int(out) // 4 * 2
-
-
-def dir_size(paths):
-    return sum(os.path.getsize(p) for p in paths if os.path.exists(p))
 
 
 def compile_time(out, tiny_dir):
@@ -126,7 +60,7 @@ def compile_time(out, tiny_dir):
 
 
 def bench_set(name, shared, data, out, T, reps):
-    p = ensure_data(shared, data, name)
+    p = ensure_data(shared, data, SETS[name])
     d = os.path.join(out, name)
     os.makedirs(d, exist_ok=True)
     reads = count_reads(p["r1"])
@@ -258,11 +192,12 @@ def main():
         if not shutil.which(tool):
             raise SystemExit(f"{tool} not found: run `make apt-bench` first")
     os.makedirs(a.out, exist_ok=True)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
-    res = {"machine": f"{cpu} x {os.cpu_count()}, {platform.platform()}", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-           "threads": a.threads, "sets": {}}
+    res = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "threads": a.threads,
+           "sets": {}}
     log("== first-run compile time")
     res["compile"] = compile_time(a.out, os.path.join(ROOT, "tests", "data", "chr20sim"))
+    log("== warming up (compiling the kernels into the cache)")
+    warm_up(a.out)
     for name in a.sets.split(","):
         res["sets"][name] = bench_set(name, a.shared, a.data, a.out, a.threads, a.reps)
         json.dump(res, open(os.path.join(a.out, "results.json"), "w"), indent=1)

@@ -566,7 +566,7 @@ def run(ref_path, inputs, out, region=None, nregions=None, bam_out=None, threads
         bam_part = f"{bam_out}.rank{rank}.tmp"
         write_sorted_records(bam_part, sorted_header_bytes(hdr, argv),
                              reads.take(np.flatnonzero(_bam_records(reads, ref, [regions[i] for i in mine],
-                                                                    rank == size - 1))))
+                                                                    rank == size - 1))), threads=threads)
     if size > 1:
         gathered = comm.gather((lines, nsites, nrec, ndup, bam_part), root=0)
         if rank != 0:
@@ -585,7 +585,8 @@ def run(ref_path, inputs, out, region=None, nregions=None, bam_out=None, threads
             concat_sorted_bams(bam_out, [g[4] for g in gathered])
         else:
             write_sorted_bam(bam_out, sorted_header_bytes(hdr, argv),
-                             reads.take(np.flatnonzero(_bam_records(reads, ref, regions, _whole(regions, ref)))))
+                             reads.take(np.flatnonzero(_bam_records(reads, ref, regions, _whole(regions, ref)))),
+                             threads=threads)
     t3 = time.perf_counter()
     snp = sum(1 for ln in body if _is_snp(ln))
     passed = [ln for ln in body if ln.split("\t", 7)[6] == "PASS"]

@@ -188,6 +188,7 @@ def main(argv=None):
     ap.add_argument("inputs", nargs="+", help="BAM files (any order, e.g. the aligner's output or part files)")
     ap.add_argument("-o", "--output", required=True, help="output BAM (sorted, duplicates flagged, indexed)")
     ap.add_argument("--level", type=int, default=6, choices=range(0, 10), metavar="0-9", help="BGZF level (default 6)")
+    ap.add_argument("-t", "--threads", type=int, default=1, help="compressing processes for the output (default 1)")
     ap.add_argument("--json", action="store_true", help="print a summary as JSON on stdout")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -201,7 +202,7 @@ def main(argv=None):
     dup = mark_duplicates(reads, libs)
     reads.flag = with_dup_flags(reads.flag, dup)
     t3 = time.perf_counter()
-    write_sorted_bam(a.output, sorted_header_bytes(hdr, argv), reads, a.level)
+    write_sorted_bam(a.output, sorted_header_bytes(hdr, argv), reads, a.level, max(1, a.threads))
     t4 = time.perf_counter()
     res = {"records": int(reads.n), "duplicates": int(dup.sum()),
            "seconds": {"read": round(t1 - t0, 3), "sort": round(t2 - t1, 3), "markdup": round(t3 - t2, 3),
@@ -218,17 +219,41 @@ def with_dup_flags(flag, dup):
     return np.where(dup, flag | F_DUP, flag & ~np.uint16(F_DUP)).astype(np.uint16)
 
 
-def write_sorted_records(path, header, reads, level=6, chunk=200_000):
-    """Sorted records into a BAM at path (no index; the caller renames it)."""
-    w = BamWriter(level)
+def write_sorted_records(path, header, reads, level=6, threads=1, chunk=200_000):
+    """Sorted records into a BAM at path (no index; the caller renames it). With threads > 1 the
+    records are cut into that many consecutive stretches, each compressed by its own child
+    process into a file, and the files joined in order by samtools cat (through pysam)."""
+    import pysam
+    n = reads.n
+    k = max(1, min(threads, n // chunk + 1))
+    bounds = [n * i // k for i in range(k + 1)]
+    paths = [path] if k == 1 else [f"{path}.piece{i}" for i in range(k)]
+    writers = [BamWriter(level) for _ in range(k)]
     try:
-        w.open(path, header)
-        for a in range(0, reads.n, chunk):
-            w.write(reads.record_bytes(a, min(reads.n, a + chunk)))
-        w.close()
+        for w, p in zip(writers, paths):
+            w.open(p, header)
+        # feed the writers in turn, a chunk at a time, so that all compress at once
+        pos = bounds[:-1]
+        while any(a < b for a, b in zip(pos, bounds[1:])):
+            for i, w in enumerate(writers):
+                if pos[i] < bounds[i + 1]:
+                    e = min(bounds[i + 1], pos[i] + chunk)
+                    w.write(reads.record_bytes(pos[i], e))
+                    pos[i] = e
+        for w in writers:
+            w.close()
+        writers = []
+        if k > 1:
+            pysam.cat("-o", path, *paths)
     except BaseException:
-        w.abort()
+        for w in writers:
+            w.abort()
         raise
+    finally:
+        if k > 1:
+            for p in paths:
+                if os.path.exists(p):
+                    os.unlink(p)
 
 
 def concat_sorted_bams(path, parts):
@@ -246,7 +271,7 @@ def concat_sorted_bams(path, parts):
                 os.unlink(p)
 
 
-def write_sorted_bam(path, header, reads, level=6, chunk=200_000):
+def write_sorted_bam(path, header, reads, level=6, threads=1):
     """Sorted records into path with its .bai, both under temporary names first; the records'
     bytes are gathered (flags from reads.flag) a chunk at a time."""
     import pysam
@@ -257,7 +282,7 @@ def write_sorted_bam(path, header, reads, level=6, chunk=200_000):
         raise InputError(f"-o {path}: directory {d} does not exist")
     tmp = f"{path}.tmp{os.getpid()}"
     try:
-        write_sorted_records(tmp, header, reads, level, chunk)
+        write_sorted_records(tmp, header, reads, level, threads)
         pysam.index(tmp, tmp + ".bai")
         os.replace(tmp + ".bai", path + ".bai")
         os.replace(tmp, path)
