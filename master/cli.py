@@ -54,8 +54,10 @@ def _client(args, s=None):
 
 
 # ------------------------------------------------------------------ serve / poller
-def start_poller(home):
+def start_poller(home, poll_seconds=None):
     env = dict(os.environ, GENEFARM_HOME=home)
+    if poll_seconds and not os.environ.get("GENEFARM_POLL_SECONDS"):
+        env["GENEFARM_POLL_SECONDS"] = str(poll_seconds)
     return subprocess.Popen([sys.executable, "-m", "master.poller"], env=env)
 
 
@@ -290,7 +292,8 @@ def cmd_run(args):
     srv = make_server("127.0.0.1", _free_port(), app, threaded=True)
     th = threading.Thread(target=srv.serve_forever, daemon=True)
     th.start()
-    poller = start_poller(s.home)
+    # the embedded master on this machine polls often (cheap: local files), unless told otherwise
+    poller = start_poller(s.home, 0.5 if s.backend == "local" else None)
     c = Client(f"http://127.0.0.1:{srv.server_port}", token)
     try:
         ref = args.reference
