@@ -4,8 +4,10 @@
             the reference's content hash, so every sample of that reference shares it)
     split   R1 + R2 -> chunk files (the kernel checks the pair: counts and names)
     (plan)  index -> regions.bed: the region planner, run by the master itself, cached by key
-    align   per chunk: index + chunk + regions.bed -> one BAM part per region (+ unmapped)
-    call    per region: the parts of the region and its two neighbours, from every chunk ->
+    align   per chunk: index + chunk + regions.bed -> one BAM part per region (+ unmapped) and
+            the chunk's base-quality counts
+    call    per region: the parts of the region and its two neighbours, from every chunk, and
+            every chunk's quality counts (so a region is called as the whole sample would be) ->
             region VCF + region BAM
     gather  region VCFs + region BAMs -> sample VCF.gz + TBI, BAM + BAI, QC summary
 
@@ -133,9 +135,12 @@ def advance(db, eng, run):
                         if os.path.exists(p):
                             parts.append(p)
                             ids.append(f"task:{t.cache_key}/part.r{q:04d}.bam")
+            # base-quality counts of every chunk: each region is called with the whole sample's table
+            qc = [os.path.join(_out(t), "qual-counts.json") for t in aligns]
+            qc_ids = [f"task:{t.cache_key}/qual-counts.json" for t in aligns]
             _task(db, run, "call", f"call/r{r:04d}", [t.key for t in aligns],
-                  {"reference": s.reference.uri, "parts": parts},
-                  {"reference": f"sha256:{s.reference.sha256}", "parts": ids}, region=spec,
+                  {"reference": s.reference.uri, "parts": parts, "qual_counts": qc},
+                  {"reference": f"sha256:{s.reference.sha256}", "parts": ids, "qual_counts": qc_ids}, region=spec,
                   resources={"cpus": st.threads, "ranks": 1})
             made += 1
         add_event(db, run.id, None, "expand", f"{len(specs)} regions -> {len(specs)} call tasks")

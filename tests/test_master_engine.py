@@ -66,6 +66,7 @@ class ScriptedBackend(Backend):
                 n = sum(1 for line in f if line.strip())
             for r in range(n):
                 open(os.path.join(out, f"part.r{r:04d}.bam"), "w").close()
+            open(os.path.join(out, "qual-counts.json"), "w").close()
         elif st == "call":
             for n in ("region.vcf.gz", "region.bam"):
                 open(os.path.join(out, n), "w").close()

@@ -33,7 +33,8 @@ def command(msg, inputs, out_dir):
                 "-o", os.path.join(out_dir, "chunk"), "--json"]
     elif st == "align":
         argv = [_py(), "-m", "kernels.align", index_prefix(inputs["index"]), inputs["r1"], inputs["r2"],
-                "--regions", inputs["regions"], "--parts", os.path.join(out_dir, "part"), "-t", t, "--json", "-q"]
+                "--regions", inputs["regions"], "--parts", os.path.join(out_dir, "part"),
+                "--qual-counts", os.path.join(out_dir, "qual-counts.json"), "-t", t, "--json", "-q"]
         if p.get("read_group"):
             argv += ["-R", p["read_group"]]
     elif st == "call":
@@ -42,6 +43,8 @@ def command(msg, inputs, out_dir):
                 "-t", t, "--json"]
         if msg.region:
             argv += ["--region", msg.region]
+        if inputs.get("qual_counts"):       # the whole sample's quality counts: the same calls in any region
+            argv += ["--qual-counts", *_as_list(inputs["qual_counts"])]
     elif st == "gather":
         argv = [_py(), "-m", "worker.gather", "-o", out_dir, "--name", p.get("sample", "sample"), "-t", t, "--json"]
         for v in _as_list(inputs["vcfs"]):
