@@ -82,6 +82,12 @@ def test_the_poller_loads_drmaa_by_itself(tmp_path, sge_env):  # noqa: F811
         line = p.stderr.readline()
     finally:
         p.terminate()
-        p.wait(30)
+        try:
+            rc = p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()                          # never leave a poller behind
+            p.wait(10)
+            rc = None
+    assert rc == 0, "the poller did not stop on SIGTERM"
     assert "backend drmaa" in line, line
     assert "FALLING BACK" not in line
