@@ -12,9 +12,10 @@ Reads go in batches of pairs (fixed size, so the output does not depend on ranks
 3. pairs (threads over pairs): mate rescue, the best pair or the best single placements, MAPQ,
    CIGAR, flags and mate fields;
 4. records encoded (bam.py) and handed to the BGZF writer thread while the next batch aligns.
-The BAM is written under a temporary name and renamed when complete. With K ranks, rank r takes
-batches b with b % K == r, writes one part file per batch, and rank 0 concatenates them in batch
-order (samtools cat, through pysam).
+The BAM is written under a temporary name and renamed when complete. With K ranks, each batch
+goes to the rank that asks for it first, which writes it as one part file, and rank 0 joins them in batch
+order (samtools cat, through pysam). Rank 0 reads the input once and hands batches to whichever
+rank asks (kernels.mpiwork).
 """
 import argparse
 import json
@@ -27,7 +28,7 @@ import time
 import numpy as np
 
 from kernels import __version__
-from kernels import bam, index as gindex, qualcal
+from kernels import bam, index as gindex, mpiwork, qualcal
 from kernels._numba import jit, note_compile, pjit, prange, set_threads
 from kernels.chain import LOCUS, cluster, top_loci
 from kernels.dna import COMPLEMENT
@@ -686,25 +687,22 @@ def run(prefix, r1, r2, out, threads=1, rg=None, reference=None, batch_pairs=BAT
         writer = bam.BamWriter(level)
         if size == 1:
             writer.open(tmp, header)
-        with PairedReader(r1, r2, batch_pairs) as reader:
-            for b, batch in reader.batches(keep=lambda number: number % size == rank):
-                if batch is None:
-                    continue
-                aln, cigs, model = aligner.align(batch)
-                sizes = np.empty(len(aln), np.int64)
-                data = bam.encode_batch(aln, batch.names, batch.noff, batch.seq, batch.qual, batch.roff, cigs,
-                                        idx.seq, aligner.refoff, rg_arr, np.ones(len(aln), np.bool_), sizes)
-                if qual_counts:
-                    count_qualities(counts, aln, batch, data, sizes, idx, aligner.refoff)
-                if size > 1:
-                    writer.open(os.path.join(parts, f"part-{b:07d}.bam"), header)
-                    writer.write(data)
-                    writer.close_file()
-                else:
-                    writer.write(data)
-                stats.add(aln, model)
-                if progress:
-                    progress(stats)
+        for b, batch in mpiwork.batches(lambda: PairedReader(r1, r2, batch_pairs), comm, rank, size):
+            aln, cigs, model = aligner.align(batch)
+            sizes = np.empty(len(aln), np.int64)
+            data = bam.encode_batch(aln, batch.names, batch.noff, batch.seq, batch.qual, batch.roff, cigs,
+                                    idx.seq, aligner.refoff, rg_arr, np.ones(len(aln), np.bool_), sizes)
+            if qual_counts:
+                count_qualities(counts, aln, batch, data, sizes, idx, aligner.refoff)
+            if size > 1:
+                writer.open(os.path.join(parts, f"part-{b:07d}.bam"), header)
+                writer.write(data)
+                writer.close_file()
+            else:
+                writer.write(data)
+            stats.add(aln, model)
+            if progress:
+                progress(stats)
         writer.close()
         writer = None
         if size == 1:
@@ -789,25 +787,22 @@ def run_parts(prefix, r1, r2, regions, parts_prefix, threads=1, rg=None, referen
     try:
         for p in mine:
             writer.open(p, header)
-        with PairedReader(r1, r2, batch_pairs) as reader:
-            for b, batch in reader.batches(keep=lambda number: number % size == rank):
-                if batch is None:
-                    continue
-                aln, cigs, model = aligner.align(batch)
-                sizes = np.empty(len(aln), np.int64)
-                data = bam.encode_batch(aln, batch.names, batch.noff, batch.seq, batch.qual, batch.roff, cigs,
-                                        idx.seq, aligner.refoff, rg_arr, np.ones(len(aln), np.bool_), sizes)
-                if qual_counts:
-                    count_qualities(qcounts, aln, batch, data, sizes, idx, aligner.refoff)
-                regs = region_of_reads(aln, first, starts)
-                grouped, bounds = group_records(data, sizes, regs, nreg)
-                counts += np.bincount(np.where(regs < 0, nreg, regs), minlength=nreg + 1)
-                for g in np.flatnonzero(np.diff(bounds)):
-                    writer.select(mine[g])
-                    writer.write(grouped[bounds[g]:bounds[g + 1]])
-                stats.add(aln, model)
-                if progress:
-                    progress(stats)
+        for b, batch in mpiwork.batches(lambda: PairedReader(r1, r2, batch_pairs), comm, rank, size):
+            aln, cigs, model = aligner.align(batch)
+            sizes = np.empty(len(aln), np.int64)
+            data = bam.encode_batch(aln, batch.names, batch.noff, batch.seq, batch.qual, batch.roff, cigs,
+                                    idx.seq, aligner.refoff, rg_arr, np.ones(len(aln), np.bool_), sizes)
+            if qual_counts:
+                count_qualities(qcounts, aln, batch, data, sizes, idx, aligner.refoff)
+            regs = region_of_reads(aln, first, starts)
+            grouped, bounds = group_records(data, sizes, regs, nreg)
+            counts += np.bincount(np.where(regs < 0, nreg, regs), minlength=nreg + 1)
+            for g in np.flatnonzero(np.diff(bounds)):
+                writer.select(mine[g])
+                writer.write(grouped[bounds[g]:bounds[g + 1]])
+            stats.add(aln, model)
+            if progress:
+                progress(stats)
         writer.close()
         writer = None
         if size > 1:

@@ -160,33 +160,6 @@ def fill_batch(buf1, recs1, buf2, recs2, n, enc, names, noff, seq, qual, roff):
     return F_OK, 0, 0
 
 
-@jit
-def check_batch(buf1, recs1, buf2, recs2, n, enc):
-    """The checks of fill_batch without copying (a rank validates the batches it does not own,
-    so every rank stops at the same bad record). Returns (error, pair, mate)."""
-    for i in range(n):
-        a0 = recs1[i, 0]
-        b0 = recs2[i, 0]
-        ln = recs1[i, 1] - a0
-        if ln != recs2[i, 1] - b0:
-            return F_NAME, i, 0
-        for t in range(ln):
-            if buf1[a0 + t] != buf2[b0 + t]:
-                return F_NAME, i, 0
-        for mate in range(2):
-            buf = buf1 if mate == 0 else buf2
-            recs = recs1 if mate == 0 else recs2
-            s = recs[i, 2]
-            qs = recs[i, 4]
-            for t in range(recs[i, 3]):
-                if enc[buf[s + t]] == 255:
-                    return F_BASE, i, mate
-                qv = buf[qs + t]
-                if qv < 33 or qv > 126:
-                    return F_QUAL, i, mate
-    return F_OK, 0, 0
-
-
 class _Blocks(threading.Thread):
     """Reads a file (decompressing gzip) in blocks into a bounded queue; errors go into the queue."""
 
@@ -321,10 +294,8 @@ class PairedReader:
         for _, batch in self.batches():
             yield batch
 
-    def batches(self, keep=None):
-        """(number, ReadBatch) for every batch in order. When keep(number) is false the batch is
-        only checked, not copied, and comes as None: an MPI rank skipping the others' share still
-        stops at the same bad record as the rank that owns it."""
+    def batches(self):
+        """(number, ReadBatch) for every batch, in order."""
         first = 0
         number = 0
         while True:
@@ -338,13 +309,7 @@ class PairedReader:
                 if first == 0:
                     raise InputError(f"{self.r1} and {self.r2}: no reads (empty FASTQ files)")
                 return
-            if keep is None or keep(number):
-                yield number, self._fill(b1, rec1, b2, rec2, n1, first)
-            else:
-                err, i, mate = check_batch(b1, rec1, b2, rec2, n1, ENCODE)
-                if err != F_OK:
-                    self._error(err, i, mate, b1, rec1, b2, rec2, first)
-                yield number, None
+            yield number, self._fill(b1, rec1, b2, rec2, n1, first)
             first += n1
             number += 1
             if n1 < self.batch:
@@ -371,7 +336,7 @@ class PairedReader:
         return ReadBatch(first, n, names, noff, seq, qual, roff)
 
     def _error(self, err, i, mate, b1, rec1, b2, rec2, first):
-        """Raise the InputError for a fill_batch/check_batch error code."""
+        """Raise the InputError for a fill_batch error code."""
         rec = first + i
         if err == F_NAME:
             n1 = b1[rec1[i, 0]:rec1[i, 1]].tobytes().decode(errors="replace")
