@@ -677,7 +677,8 @@ def run(prefix, r1, r2, out, threads=1, rg=None, reference=None, batch_pairs=BAT
     stats = Stats()
     counts = list(qualcal.new_counts())
     tmp = f"{out}.tmp{os.getpid()}"
-    parts = f"{out}.parts.tmp" if size > 1 else None
+    # the batches' files, in a directory of this run's own (a killed run's leftovers are never merged)
+    parts = comm.bcast(f"{out}.parts.tmp{os.getpid()}" if rank == 0 else None, root=0) if size > 1 else None
     writer = None
     try:
         if size > 1:
@@ -687,7 +688,7 @@ def run(prefix, r1, r2, out, threads=1, rg=None, reference=None, batch_pairs=BAT
         writer = bam.BamWriter(level)
         if size == 1:
             writer.open(tmp, header)
-        for b, batch in mpiwork.batches(lambda: PairedReader(r1, r2, batch_pairs), comm, rank, size):
+        for b, batch in mpiwork.batches(lambda: PairedReader(r1, r2, batch_pairs, guided=True), comm, rank, size):
             aln, cigs, model = aligner.align(batch)
             sizes = np.empty(len(aln), np.int64)
             data = bam.encode_batch(aln, batch.names, batch.noff, batch.seq, batch.qual, batch.roff, cigs,
@@ -695,7 +696,7 @@ def run(prefix, r1, r2, out, threads=1, rg=None, reference=None, batch_pairs=BAT
             if qual_counts:
                 count_qualities(counts, aln, batch, data, sizes, idx, aligner.refoff)
             if size > 1:
-                writer.open(os.path.join(parts, f"part-{b:07d}.bam"), header)
+                writer.open(os.path.join(parts, f"part-{b:07d}.bgzf"), b"")   # records only
                 writer.write(data)
                 writer.close_file()
             else:
@@ -718,10 +719,8 @@ def run(prefix, r1, r2, out, threads=1, rg=None, reference=None, batch_pairs=BAT
                     counts[1] += c[1]
                 if qual_counts:
                     qualcal.write_counts(qual_counts, *counts)
-                import pysam
                 files = sorted(os.listdir(parts))
-                if files:
-                    pysam.cat("-o", tmp, *[os.path.join(parts, f) for f in files])
+                bam.concat_records(tmp, header, [os.path.join(parts, f) for f in files], level)
                 os.replace(tmp, out)
                 shutil.rmtree(parts, ignore_errors=True)
             comm.Barrier()
@@ -787,7 +786,7 @@ def run_parts(prefix, r1, r2, regions, parts_prefix, threads=1, rg=None, referen
     try:
         for p in mine:
             writer.open(p, header)
-        for b, batch in mpiwork.batches(lambda: PairedReader(r1, r2, batch_pairs), comm, rank, size):
+        for b, batch in mpiwork.batches(lambda: PairedReader(r1, r2, batch_pairs, guided=True), comm, rank, size):
             aln, cigs, model = aligner.align(batch)
             sizes = np.empty(len(aln), np.int64)
             data = bam.encode_batch(aln, batch.names, batch.noff, batch.seq, batch.qual, batch.roff, cigs,

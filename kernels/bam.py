@@ -16,6 +16,7 @@ summed, as samtools fixmate -m), AS, XS (mapped), RG (with a read group).
     ncig   CIGAR ops (in the cigar buffer at read * MAXCIG)
     mtid/mpos  mate's contig and position      tlen  observed template length (signed)
 """
+import os
 import queue
 import struct
 import subprocess
@@ -446,6 +447,52 @@ class BamWriter:
 
 
 # ---------------------------------------------------------------- slow twin (pysam)
+
+BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+
+
+def concat_records(out_path, header, parts, level=1):
+    """Write the BAM out_path: `header` (BAM header bytes), then the records of `parts`, BGZF
+    files of records written without a header (BamWriter.open(path, b"")), in order. BGZF files
+    concatenate (samtools cat relies on it): each part's blocks but its end-of-file block are
+    copied as they are, in the kernel where it can (copy_file_range), never recompressed."""
+    with pysam.libcbgzf.BGZFile(out_path, f"wb{level}") as f:
+        f.write(header)
+    fd = os.open(out_path, os.O_RDWR)
+    try:
+        end = _body_size(fd, out_path)
+        os.lseek(fd, end, os.SEEK_SET)
+        os.ftruncate(fd, end)
+        for part in parts:
+            src = os.open(part, os.O_RDONLY)
+            try:
+                _copy(src, fd, _body_size(src, part))
+            finally:
+                os.close(src)
+        os.write(fd, BGZF_EOF)
+    finally:
+        os.close(fd)
+
+
+def _body_size(fd, path):
+    """Size of a BGZF file without its end-of-file block (which must be there: the file is whole)."""
+    size = os.fstat(fd).st_size
+    if size < len(BGZF_EOF) or os.pread(fd, len(BGZF_EOF), size - len(BGZF_EOF)) != BGZF_EOF:
+        raise OSError(f"{path}: BGZF file without its end-of-file block (not completely written)")
+    return size - len(BGZF_EOF)
+
+
+def _copy(src, dst, n):
+    off = 0
+    while off < n:
+        try:
+            k = os.copy_file_range(src, dst, n - off, off)
+        except OSError:                       # a filesystem without it: read and write
+            k = os.write(dst, os.pread(src, min(n - off, 8 << 20), off))
+        if k == 0:
+            raise OSError("the part file shrank while it was being copied")
+        off += k
+
 
 def encode_slow(aln, names, noff, seq, qual, roff, cig, ref, refoff, header_txt, rg_id, select):
     """The same records built with pysam.AlignedSegment; returns their bytes as BAM stores them."""

@@ -18,6 +18,7 @@ ReadBatch (one batch of pairs; read 2i is mate 1 of pair i, read 2i+1 its mate 2
     roff      int64[2n+1] read r is seq[roff[r]:roff[r+1]]
 """
 import gzip
+import os
 import queue
 import threading
 import zlib
@@ -32,6 +33,9 @@ from kernels.errors import InputError
 from kernels.seed import MAX_READ_LEN
 
 BLOCK = 1 << 20
+# guided batch sizes: once less than TAPER full batches are left, a batch is a TAPER-th of what is
+# left (but at least 1/MIN_PART of a full batch), so that MPI ranks run out of work together
+TAPER, MIN_PART = 4, 8
 # scan_records error codes
 E_OK, E_HEADER, E_PLUS, E_QLEN, E_TRUNC, E_LONG = 0, 1, 2, 3, 4, 5
 # fill_batch error codes
@@ -171,6 +175,9 @@ class _Blocks(threading.Thread):
         try:
             with open(path, "rb") as f:
                 self.gz = f.read(2) == b"\x1f\x8b"
+                st = os.fstat(f.fileno())
+            # the size of a regular file tells how much is left to read (None: a pipe)
+            self.size = st.st_size if (st.st_mode & 0o170000) == 0o100000 else None
         except FileNotFoundError:
             raise InputError(f"{path}: no such FASTQ file") from None
         except IsADirectoryError:
@@ -180,11 +187,12 @@ class _Blocks(threading.Thread):
 
     def run(self):
         try:
-            f = igzip.open(self.path, "rb") if self.gz else open(self.path, "rb")
-            with f:
+            raw = _Chunked(open(self.path, "rb"))
+            f = igzip.open(raw, "rb") if self.gz else raw
+            with raw, f:
                 while not self.stop:
                     b = f.read(BLOCK)
-                    self.q.put(b)
+                    self.q.put((b, raw.tell()))     # with how far into the file it comes from
                     if not b:
                         return
         except EOFError:
@@ -202,6 +210,38 @@ class _Blocks(threading.Thread):
         return item
 
 
+class _Chunked:
+    """A file read CHUNK bytes at most per call, so that tell() follows the decompressor closely
+    (ISA-L's gzip reader would read ahead 512 KiB at a time: too coarse to tell what is left)."""
+
+    CHUNK = 64 << 10
+
+    def __init__(self, f):
+        self.f = f
+        self.mode = "rb"
+        self.name = f.name
+
+    def read(self, n=-1):
+        return self.f.read(self.CHUNK if n is None or n < 0 or n > self.CHUNK else n)
+
+    def readinto(self, b):
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def tell(self):
+        return self.f.tell()
+
+    def close(self):
+        self.f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 class _Stream:
     """Records of one FASTQ file, `take(n)` at a time. Blocks are appended into one buffer that
     grows by doubling and is compacted (the unread tail moved to the front) only when full."""
@@ -216,6 +256,8 @@ class _Stream:
         self.eof = False
         self.count = 0          # records handed out so far
         self.recs = np.empty((0, 5), np.int64)
+        self.appended = 0       # bytes (decompressed) appended so far ...
+        self.filepos = 0        # ... from this many bytes of the file
 
     def close(self):
         self.blocks.stop = True
@@ -255,11 +297,24 @@ class _Stream:
                 self.start += used
                 self.count += cnt
                 return view, self.recs, cnt
-            block = self.blocks.get()
+            block, self.filepos = self.blocks.get()
             if not block:
                 self.eof = True
             else:
                 self._append(block)
+                self.appended += len(block)
+
+    def records_left(self):
+        """Estimated number of records not handed out yet (None when it cannot be told: nothing
+        handed out yet, or not a regular file). It depends only on the file and what was taken."""
+        size = self.blocks.size
+        if size is None or self.count == 0 or self.filepos == 0:
+            return None
+        buffered = self.end - self.start
+        per_record = (self.appended - buffered) / self.count
+        if self.eof:
+            return buffered / per_record
+        return (buffered + max(size - self.filepos, 0) * self.appended / self.filepos) / per_record
     def _raise(self, err, rec):
         where = f"{self.path}: record {rec + 1} (line {4 * rec + 1})"
         msg = {
@@ -273,10 +328,12 @@ class _Stream:
 
 
 class PairedReader:
-    """Iterate over ReadBatch objects of `batch` pairs from R1 and R2."""
+    """Iterate over ReadBatch objects of `batch` pairs from R1 and R2. With guided=True the last
+    few batches of a regular file are smaller (see TAPER): the same whoever reads them, so that
+    the batches, and the records, do not depend on how many MPI ranks share them."""
 
-    def __init__(self, r1, r2, batch=10000):
-        self.r1, self.r2, self.batch = r1, r2, batch
+    def __init__(self, r1, r2, batch=10000, guided=False):
+        self.r1, self.r2, self.batch, self.guided = r1, r2, batch, guided
         self.s1 = _Stream(r1)
         self.s2 = _Stream(r2)
 
@@ -299,8 +356,9 @@ class PairedReader:
         first = 0
         number = 0
         while True:
-            b1, rec1, n1 = self.s1.take(self.batch)
-            b2, rec2, n2 = self.s2.take(self.batch)
+            want = self._next_size()
+            b1, rec1, n1 = self.s1.take(want)
+            b2, rec2, n2 = self.s2.take(want)
             if n1 != n2:
                 short, longer = (self.r1, self.r2) if n1 < n2 else (self.r2, self.r1)
                 raise InputError(f"{short} ends after {first + min(n1, n2)} reads but {longer} has more: "
@@ -312,7 +370,7 @@ class PairedReader:
             yield number, self._fill(b1, rec1, b2, rec2, n1, first)
             first += n1
             number += 1
-            if n1 < self.batch:
+            if n1 < want:
                 # the files ended inside this take(); make sure both really are at their end
                 _, _, m1 = self.s1.take(1)
                 _, _, m2 = self.s2.take(1)
@@ -321,6 +379,12 @@ class PairedReader:
                     raise InputError(f"{longer} has more reads than its mate file (> {first}): "
                                      f"R1 and R2 must hold the same reads in the same order")
                 return
+
+    def _next_size(self):
+        left = self.s1.records_left() if self.guided else None
+        if left is None:
+            return self.batch
+        return int(min(self.batch, max(self.batch // MIN_PART, left // TAPER, 1)))
 
     def _fill(self, b1, rec1, b2, rec2, n, first):
         nlen = int((rec1[:n, 1] - rec1[:n, 0]).sum())

@@ -1,6 +1,9 @@
 """The numba BAM encoder against pysam (its slow twin): byte for byte."""
+import os
+
 import numpy as np
 import pysam
+import pytest
 
 from kernels import bam
 from kernels.align import Aligner
@@ -81,3 +84,34 @@ def test_written_bam_reads_back(tmp_path, tiny, tiny_index):
         assert [c["SN"] for c in f.header.to_dict()["SQ"]] == idx.names
     assert len(recs) == 1000
     assert recs[0].query_name == b.name(0) and recs[0].is_read1 and recs[1].is_read2
+
+
+def test_concat_records_joins_headerless_parts(tmp_path, tiny, tiny_index):
+    """How K ranks' batch files become one BAM: BGZF blocks copied, never recompressed; a part
+    that was not completely written (no end-of-file block) is refused."""
+    idx = gindex.load(tiny_index)
+    text = bam.header_text(idx.names, idx.lengths, [c["m5"] for c in idx.meta["contigs"]])
+    header = bam.header_bytes(text, idx.names, idx.lengths)
+    parts, names = [], []
+    w = bam.BamWriter()
+    with PairedReader(tiny["r1"], tiny["r2"], batch=300) as rd:
+        for k, b in zip(range(3), rd):
+            aln, cigs, _ = Aligner(idx).align(b)
+            data = bam.encode_batch(aln, b.names, b.noff, b.seq, b.qual, b.roff, cigs, np.asarray(idx.seq),
+                                    idx.offsets, np.empty(0, np.uint8), np.ones(len(aln), np.bool_),
+                                    np.empty(len(aln), np.int64))
+            parts.append(str(tmp_path / f"part{k}.bgzf"))
+            w.open(parts[-1], b"")
+            w.write(data)
+            w.close_file()
+            names += [b.name(i) for i in range(b.n) for _ in (0, 1)]
+    w.close()
+    out = str(tmp_path / "all.bam")
+    bam.concat_records(out, header, parts)
+    with pysam.AlignmentFile(out) as f:
+        assert [r.query_name for r in f] == names
+    assert pysam.quickcheck(out) == ""
+    with open(parts[1], "r+b") as f:          # cut off its end-of-file block
+        f.truncate(os.path.getsize(parts[1]) - 28)
+    with pytest.raises(OSError, match="end-of-file block"):
+        bam.concat_records(str(tmp_path / "bad.bam"), header, parts)

@@ -127,6 +127,25 @@ def test_fastq_batches_match_plain_parsing(tmp_path, tiny):
     assert seen == len(slow) == 20000
 
 
+def test_fastq_guided_batches_shrink_at_the_end_and_do_not_vary(tiny):
+    """The aligner's batches get smaller near the end of the files (so MPI ranks finish
+    together), hold every pair once, and are the same on every read of the same files."""
+    def sizes(guided):
+        with PairedReader(tiny["r1"], tiny["r2"], batch=4000, guided=guided) as rd:
+            return [(b.first, b.n) for b in rd]
+
+    plain = sizes(False)
+    assert [n for _, n in plain] == [4000] * 5
+    guided = sizes(True)
+    assert guided == sizes(True)
+    ns = [n for _, n in guided]
+    assert sum(ns) == 20000 and ns[0] == 4000
+    assert len(ns) > 5 and min(ns) < 4000 and all(n >= 1 for n in ns)
+    assert ns[-2] <= ns[1]            # tapering: late batches are not larger than early ones
+    firsts = [f for f, _ in guided]
+    assert firsts == [sum(ns[:i]) for i in range(len(ns))]
+
+
 def test_fastq_crlf_no_final_newline_and_suffixes(tmp_path):
     r1 = write(tmp_path / "a_1.fq", "@r1/1 x\r\nACGN\r\n+\r\nIIII\r\n@r2/1\nAC\n+r2\n#I")
     r2 = write(tmp_path / "a_2.fq", "@r1/2\nTTTT\n+\nIIII\n\n@r2/2\nGG\n+\n5I\n")
