@@ -72,7 +72,22 @@ def test_gather_rebuilds_the_whole_vcf_and_bam(tmp_path, tiny, tiny_bam, regions
     qc = json.loads(r.stdout)
     assert qc["variants"] == 4528 and qc["snps"] == 4043 and qc["indels"] == 485
     assert qc["reads"] == n and 0.99 < qc["mapping_rate"] <= 1.0
+    assert qc["bam_joined_by"] == "cat"              # in order: concatenated, not recompressed
     assert not [p for p in os.listdir(out) if ".tmp" in p]
+
+
+def test_gather_merges_bams_given_out_of_order(tmp_path, tiny_bam, regions):
+    """BAMs not in genome order cannot be concatenated: indexing finds it and they are merged."""
+    from worker.gather import merge_bams
+    bams = split_bam(tiny_bam, regions, str(tmp_path))
+    out = str(tmp_path / "m.bam")
+    assert merge_bams(list(reversed(bams)), out) == "merge"
+    with pysam.AlignmentFile(out) as f:
+        assert f.check_index()
+        keys = [(r.reference_id, r.reference_start) for r in f.fetch(until_eof=True)]
+    assert keys == sorted(keys) and len(keys) > 1000
+    assert sorted(os.listdir(tmp_path)) == sorted([os.path.basename(b) for b in bams] +
+                                                  ["sorted.bam", "sorted.bam.bai", "m.bam", "m.bam.bai"])
 
 
 def test_gather_refuses_regions_out_of_order(tmp_path, tiny, regions):

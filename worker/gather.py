@@ -4,7 +4,9 @@
 
 Regions come in genome order and a variant belongs to the region holding its POS, so the
 whole-genome VCF is the region VCFs' records one after the other (read and written with pysam,
-htslib underneath; no bcftools). The BAMs are merged with pysam.merge and indexed. Writes
+htslib underneath; no bcftools). The region BAMs, sorted and in genome order, are concatenated
+(samtools cat: BGZF blocks copied, nothing recompressed; the header is the first BAM's) and
+indexed; should indexing find them out of order, they are merged instead (samtools merge). Writes
 OUTDIR/SAMPLE.vcf.gz(.tbi), OUTDIR/SAMPLE.bam(.bai), OUTDIR/SAMPLE.qc.json, each under a
 temporary name first. Exit 2 when an input is missing or not what it should be.
 """
@@ -56,16 +58,27 @@ def concat_vcfs(vcfs, out):
 
 
 def merge_bams(bams, out, threads=1):
+    """Returns how: "cat" (the regions' BAMs one after the other) or "merge"."""
     tmp = out + ".tmp.bam"
+    how = "cat"
     if len(bams) == 1:
         import shutil
         shutil.copyfile(bams[0], tmp)
     else:
+        pysam.cat("-o", tmp, *bams)
+    try:
+        pysam.index("-@", str(threads), tmp)          # htslib refuses to index an unsorted BAM
+    except pysam.utils.SamtoolsError:
+        how = "merge"
+        for p in (tmp, tmp + ".bai"):
+            if os.path.exists(p):
+                os.unlink(p)
         pysam.merge("-f", "-c", "-p", "-@", str(threads), tmp, *bams)
-    pysam.index(tmp)
+        pysam.index("-@", str(threads), tmp)
     os.replace(tmp + ".bai", out + ".bai.tmp")
     os.replace(tmp, out)
     os.replace(out + ".bai.tmp", out + ".bai")
+    return how
 
 
 def bam_counts(bam, threads=1):
@@ -91,13 +104,14 @@ def run(out_dir, name, vcfs, bams, threads=1):
     bam = os.path.join(out_dir, f"{name}.bam")
     try:
         vc = concat_vcfs(vcfs, vcf)
-        merge_bams(bams, bam, threads)
+        how = merge_bams(bams, bam, threads)
     except BaseException:
         for p in os.listdir(out_dir):          # no temporary file is left behind
             if ".tmp" in p:
                 os.unlink(os.path.join(out_dir, p))
         raise
-    qc = {"sample": name, "vcf": vcf, "bam": bam, "regions": len(vcfs), **bam_counts(bam, threads), **vc,
+    qc = {"sample": name, "vcf": vcf, "bam": bam, "regions": len(vcfs), "bam_joined_by": how,
+          **bam_counts(bam, threads), **vc,
           "seconds": round(time.perf_counter() - t0, 3)}
     tmp = os.path.join(out_dir, f"{name}.qc.json.tmp")
     with open(tmp, "w") as f:
