@@ -6,6 +6,11 @@
 #                        [--cell NAME]   (default: the package's cell "default"; another name makes a
 #                                         private cell spooled under DIR: test runs that share a machine
 #                                         then share nothing, not even the spool database)
+#                        [--hostgroup @NAME]  (multi-host: the queue runs on this hostgroup, made empty
+#                                         here and filled by bcc's reconciler; a --role master host is then
+#                                         not an exec host itself)
+#                        [--watchdog SECONDS] (start images/common/watchdog.sh: it re-runs this same
+#                                         command when a daemon started here has died)
 #   bootstrap.sh stop    --state DIR [--cell NAME]  (stops the daemons this script started, by their
 #                                         PIDs; a private cell is removed)
 #   bootstrap.sh preseed [--master NAME]  (debconf answers only: before installing the packages by other means)
@@ -14,10 +19,15 @@
 # Config is rendered from the *.tmpl files beside this script. Writes DIR/sge.env (source it to
 # use qsub/qstat/qacct/DRMAA against this cell) and DIR/*.pid. Ports default to 16444/16445
 # (not SGE's 6444/6445, so a system SGE and a test cell do not collide). bcc runs this same
-# script over SSH on each host of a cluster (--role master on one, --role exec on the others).
+# script over SSH on each host of a cluster (--role master on one, --role exec on the others,
+# with the same --cell, --state path and ports: an exec host makes the cell's common directory
+# it needs when the cell is not on a shared filesystem).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+SELF=$HERE/$(basename "$0")
 CMD=${1:-start}; shift || true
+ORIG_ARGS=("$@")
+HOSTGROUP=""; WATCHDOG=0
 ROLE=all; HOST=$(hostname); MASTER=""; SLOTS=$(nproc); QPORT=16444; EPORT=16445
 STATE=/var/run/genefarm-sge; QUEUE=genefarm.q; PE=smp; CELL=default
 while [ $# -gt 0 ]; do
@@ -25,7 +35,7 @@ while [ $# -gt 0 ]; do
     --role) ROLE=$2; shift 2;; --host) HOST=$2; shift 2;; --master) MASTER=$2; shift 2;;
     --slots) SLOTS=$2; shift 2;; --qmaster-port) QPORT=$2; shift 2;; --execd-port) EPORT=$2; shift 2;;
     --state) STATE=$2; shift 2;; --queue) QUEUE=$2; shift 2;; --pe) PE=$2; shift 2;;
-    --cell) CELL=$2; shift 2;;
+    --cell) CELL=$2; shift 2;; --hostgroup) HOSTGROUP=$2; shift 2;; --watchdog) WATCHDOG=$2; shift 2;;
     *) echo "bootstrap.sh: unknown option $1" >&2; exit 2;;
   esac
 done
@@ -42,6 +52,13 @@ render() {  # render TEMPLATE VAR... : replace ${VAR} by the variable's value
 }
 
 stop() {
+  # the watchdog first (by its PID), or it would start again what is being stopped
+  if [ -f "$STATE/watchdog.pid" ]; then
+    pid=$(cat "$STATE/watchdog.pid"); kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    rm -f "$STATE/watchdog.pid"
+  fi
+  exec 9>"$STATE/bootstrap.lock"; flock -w 600 9 || true   # let a restart in progress finish
   # SIGTERM is a controlled shutdown; give it time (a SIGKILLed qmaster can leave its spool
   # database needing recovery)
   for f in "$STATE"/execd.pid "$STATE"/qmaster.pid; do
@@ -69,6 +86,9 @@ preseed() {  # the answers the packages' configuration asks for, given before th
 if [ "$CMD" = stop ]; then stop; exit 0; fi
 if [ "$CMD" = preseed ]; then preseed; exit 0; fi
 [ "$CMD" = start ] || { echo "usage: bootstrap.sh start|stop|preseed [options]" >&2; exit 2; }
+case $ROLE in all|master|exec) ;; *) echo "bootstrap.sh: --role must be all, master or exec" >&2; exit 2;; esac
+# one start (or watchdog restart, or stop) at a time on this host
+exec 9>"$STATE/bootstrap.lock"; flock -w 600 9 || { say "another bootstrap holds $STATE/bootstrap.lock"; exit 1; }
 
 # 1. packages (debconf answers first: the package configures the cell from them)
 missing=()
@@ -86,7 +106,18 @@ SPOOL_QMASTER=/var/spool/gridengine/qmaster; SPOOL_EXECD=/var/spool/gridengine/e
 if [ "$CELL" != default ]; then
   SPOOL=$STATE/spool
   SPOOL_QMASTER=$SPOOL/qmaster; SPOOL_EXECD=$SPOOL/execd
-  if [ ! -f "$COMMON/bootstrap" ]; then
+  if [ "$ROLE" = exec ] && [ ! -f "$COMMON/bootstrap" ]; then
+    # an exec host of a multi-host cell (no shared cell directory): only what sge_execd reads
+    say "making the common directory of cell $CELL for an exec host"
+    mkdir -p "$COMMON"
+    SPOOL=$SPOOL render "$HERE/bootstrap.tmpl" SPOOL > "$COMMON/bootstrap"
+    chown -R sgeadmin:sgeadmin "$SGE_ROOT/$CELL"
+    echo "$CELL" > "$STATE/cell"       # made here: `stop` removes it again
+  fi
+  if [ "$ROLE" = exec ]; then
+    mkdir -p "$SPOOL_EXECD"; chown sgeadmin:sgeadmin "$SPOOL" "$SPOOL_EXECD"; chmod o+x "$STATE"
+  fi
+  if [ "$ROLE" != exec ] && [ ! -f "$COMMON/spooldb-made" ]; then
     say "making private cell $CELL (spool in $SPOOL)"
     mkdir -p "$COMMON" "$SPOOL_QMASTER" "$SPOOL_EXECD" "$SPOOL/spooldb"
     echo "$CELL" > "$STATE/cell"
@@ -101,6 +132,7 @@ if [ "$CELL" != default ]; then
       /usr/lib/gridengine/spooldefaults complexes /usr/share/gridengine/util/resources/centry &&
       /usr/lib/gridengine/spooldefaults usersets /usr/share/gridengine/util/resources/usersets &&
       /usr/lib/gridengine/spooldefaults managers sgeadmin" >/dev/null
+    touch "$COMMON/spooldb-made"
   fi
 fi
 
@@ -123,7 +155,7 @@ wait_for() {  # wait_for SECONDS CMD...
 # 4. qmaster and the cell's configuration
 if [ "$ROLE" = all ] || [ "$ROLE" = master ]; then
   if ! qstat >/dev/null 2>&1; then
-    /usr/sbin/sge_qmaster
+    /usr/sbin/sge_qmaster 9>&-
     wait_for 30 qconf -sh || { say "qmaster did not answer on port $QPORT"; exit 1; }
     cp "$SPOOL_QMASTER/qmaster.pid" "$STATE/qmaster.pid"
   fi
@@ -136,11 +168,22 @@ if [ "$ROLE" = all ] || [ "$ROLE" = master ]; then
     -e 's/^flush_submit_sec .*/flush_submit_sec 1/' -e 's/^flush_finish_sec .*/flush_finish_sec 1/' > "$tmp/sched"
   qconf -Msconf "$tmp/sched" >/dev/null
   for h in $HOST $MASTER; do qconf -ah "$h" >/dev/null 2>&1 || true; qconf -as "$h" >/dev/null 2>&1 || true; done
-  HOST=$HOST render "$HERE/exechost.tmpl" HOST > "$tmp/exechost"
-  qconf -Ae "$tmp/exechost" >/dev/null 2>&1 || qconf -Me "$tmp/exechost" >/dev/null
+  HOSTS=$HOST
+  if [ -z "$HOSTGROUP" ] || [ "$ROLE" = all ]; then
+    COMPLEX=NONE HOST=$HOST render "$HERE/exechost.tmpl" HOST COMPLEX > "$tmp/exechost"
+    qconf -Ae "$tmp/exechost" >/dev/null 2>&1 || qconf -Me "$tmp/exechost" >/dev/null
+  fi
+  if [ -n "$HOSTGROUP" ]; then
+    if ! qconf -shgrp "$HOSTGROUP" >/dev/null 2>&1; then
+      MEMBERS=NONE; [ "$ROLE" = all ] && MEMBERS=$HOST
+      MEMBERS=$MEMBERS render "$HERE/hostgroup.tmpl" HOSTGROUP MEMBERS > "$tmp/hgrp"
+      qconf -Ahgrp "$tmp/hgrp" >/dev/null
+    fi
+    HOSTS=$HOSTGROUP
+  fi
   PE=$PE render "$HERE/pe.tmpl" PE > "$tmp/pe"
   qconf -Ap "$tmp/pe" >/dev/null 2>&1 || qconf -Mp "$tmp/pe" >/dev/null
-  HOSTS=$HOST render "$HERE/queue.tmpl" QUEUE HOSTS PE SLOTS > "$tmp/queue"
+  render "$HERE/queue.tmpl" QUEUE HOSTS PE SLOTS > "$tmp/queue"
   qconf -Aq "$tmp/queue" >/dev/null 2>&1 || qconf -Mq "$tmp/queue" >/dev/null
   rm -rf "$tmp"
 fi
@@ -149,16 +192,33 @@ fi
 if [ "$ROLE" = all ] || [ "$ROLE" = exec ]; then
   if ! [ -f "$STATE/execd.pid" ] || ! kill -0 "$(cat "$STATE/execd.pid")" 2>/dev/null; then
     qmod -c "$QUEUE@$HOST" >/dev/null 2>&1 || true
-    rm -f "$SPOOL_EXECD"/*/execd.pid
-    /usr/sbin/sge_execd
-    # the spool directory is named after the name the qmaster knows the host by (an alias maybe)
-    wait_for 30 sh -c "ls $SPOOL_EXECD/*/execd.pid" || { say "execd did not start"; exit 1; }
-    pidf=$(ls -t "$SPOOL_EXECD"/*/execd.pid | head -1)
-    cp "$pidf" "$STATE/execd.pid"
+    # the spool directory is named after the name the qmaster knows the host by: the host's
+    # name, or localhost where host_aliases maps it there (single-host set-ups)
+    # (or its canonical name from the resolver); other hosts' spool directories are left alone
+    names="$HOST $(getent hosts "$HOST" | awk '{print $2; exit}')"
+    grep -qx "$HOST localhost" "$COMMON/host_aliases" 2>/dev/null && names=localhost
+    for n in $names; do rm -f "$SPOOL_EXECD/$n/execd.pid"; done
+    /usr/sbin/sge_execd 9>&-
+    execd_pid() { for n in $names; do [ -s "$SPOOL_EXECD/$n/execd.pid" ] && { cat "$SPOOL_EXECD/$n/execd.pid"; return 0; }; done; return 1; }
+    wait_for 30 execd_pid || { say "execd did not start (no execd.pid under $SPOOL_EXECD/{${names// /,}})"; exit 1; }
+    execd_pid > "$STATE/execd.pid"
   fi
   # the host is up when qhost reports its load
   wait_for 60 sh -c "qhost -h $HOST | awk 'NR>3 && \$4 != \"-\" {ok=1} END {exit !ok}'" \
     || { say "exec host $HOST did not report to the qmaster"; exit 1; }
   qmod -e "$QUEUE@$HOST" >/dev/null 2>&1 || true
+fi
+
+# 6. the watchdog (not when the watchdog itself is what runs this start)
+if [ "$WATCHDOG" != 0 ] && [ -z "${GF_WATCHDOG:-}" ]; then
+  if ! [ -f "$STATE/watchdog.pid" ] || ! kill -0 "$(cat "$STATE/watchdog.pid")" 2>/dev/null; then
+    pidfiles=()
+    { [ "$ROLE" = all ] || [ "$ROLE" = master ]; } && pidfiles+=(--pidfile "$STATE/qmaster.pid")
+    { [ "$ROLE" = all ] || [ "$ROLE" = exec ]; } && pidfiles+=(--pidfile "$STATE/execd.pid")
+    setsid "$HERE/../common/watchdog.sh" --interval "$WATCHDOG" --log "$STATE/watchdog.log" "${pidfiles[@]}" \
+      -- "$SELF" start "${ORIG_ARGS[@]}" </dev/null >/dev/null 2>&1 9>&- &
+    echo $! > "$STATE/watchdog.pid"
+    say "watchdog pid $(cat "$STATE/watchdog.pid") checks every ${WATCHDOG}s (log $STATE/watchdog.log)"
+  fi
 fi
 say "ready: source $STATE/sge.env (qmaster $MASTER:$QPORT, queue $QUEUE, pe $PE, $SLOTS slots on $HOST)"
