@@ -4,6 +4,7 @@ Each is started by the test set-up on 127.0.0.1 and free ports, with secrets mad
 and stopped by the tests by PID. SGE and Slurm are set up by the same bootstrap scripts bcc uses
 (images/sge/bootstrap.sh, images/slurm/bootstrap.sh). Unavailable -> conftest.need() (fails in CI).
 """
+import contextlib
 import os
 import pwd
 import secrets
@@ -94,33 +95,45 @@ def postgres_url():
 
 
 # ---------------------------------------------------------------- S3 (moto_server)
-@pytest.fixture(scope="session")
-def s3_endpoint():
+@contextlib.contextmanager
+def moto_server(env=None, prefix="gf-moto-"):
+    """moto_server on 127.0.0.1 and a free port (yields its URL); stopped by PID on the way out."""
     exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
     need(os.path.exists(exe), "moto_server (pip install 'moto[server]')")
     port = free_port()
-    log = tempfile.NamedTemporaryFile(prefix="gf-moto-", suffix=".log", delete=False)
-    p = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    ok = wait_port(port)
-    if not ok:
-        stop_pid(p.pid)
-    need(ok, f"moto_server did not listen on {port}")
-    url = f"http://127.0.0.1:{port}"
-    env = {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "gf" + secrets.token_hex(8),
-           "AWS_SECRET_ACCESS_KEY": secrets.token_hex(16), "AWS_DEFAULT_REGION": "us-east-1"}
+    log = tempfile.NamedTemporaryFile(prefix=prefix, suffix=".log", delete=False)
+    p = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                         env=dict(os.environ, **(env or {})))
+    try:
+        need(wait_port(port), f"moto_server did not listen on {port}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_pid(p.pid, signal.SIGINT, timeout=3)   # moto_server: SIGINT, then SIGKILL if it lingers
+        p.wait(10)
+        os.unlink(log.name)
+
+
+@contextlib.contextmanager
+def environ(env):
+    """os.environ with env set, restored on the way out."""
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        yield url
+        yield
     finally:
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        stop_pid(p.pid, signal.SIGINT, timeout=3)   # moto_server: SIGINT, then SIGKILL if it lingers
-        p.wait(10)
-        os.unlink(log.name)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    with moto_server() as url, environ({"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "gf" + secrets.token_hex(8),
+                                        "AWS_SECRET_ACCESS_KEY": secrets.token_hex(16),
+                                        "AWS_DEFAULT_REGION": "us-east-1"}):
+        yield url
 
 
 # ---------------------------------------------------------------- SGE

@@ -1,0 +1,3 @@
+from bcc.cli import entry
+
+entry()
