@@ -13,6 +13,9 @@ APT_TEST := samtools tabix picard-tools
 # ... and the real daemons the master's tests start (SGE + DRMAA, Slurm + munge, PostgreSQL)
 APT_TEST += gridengine-master gridengine-exec gridengine-client gridengine-drmaa1.0 libjemalloc2 \
 	munge slurm-wlm postgresql
+# ... and what bcc's tests use: sshd on the test hosts (network namespaces: iproute2, util-linux),
+# sshfs (the image the rolling-update test moves a group to)
+APT_TEST += openssh-server openssh-client sshfs iproute2 util-linux
 # Debian packages the benchmarks use (the peer tools and the read simulator)
 APT_BENCH := bwa minimap2 samtools bcftools freebayes tabix time seqan-apps
 
