@@ -4,6 +4,7 @@ another image, a killed execd/slurmd restarted by the watchdog, stop refusing wh
 queued, then stop leaving nothing running. Real daemons, real sshd, real SSH (paramiko)."""
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -20,6 +21,7 @@ NODES = ["gfnode1", "gfnode2", "gfnode3"]
 JOB = """#!/bin/sh
 #$ -S /bin/sh
 T=${SGE_TASK_ID:-$SLURM_ARRAY_TASK_ID}
+hostname >> %(out)s/starts.$T
 sleep %(sleep)s
 echo "$(hostname) $T" > %(out)s/done.$T.tmp && mv %(out)s/done.$T.tmp %(out)s/done.$T
 """
@@ -154,6 +156,12 @@ def test_cluster_lifecycle(hosts, tmp_path, sched, request):  # noqa: F811
     # steps are logged and shown
     steps = {e["step"] for e in s["events"]}
     assert {"create", "bootstrap", "join", "up", "master"} <= steps, steps
+    # attach names the cluster later commands act on; the reconciler finds the provider and the
+    # scheduler in step (every pool host answers, both nodes are up in the scheduler)
+    _, out, _ = c.bcc("attach", c.cid, "--json")
+    assert json.loads(out)["cluster"]["id"] == c.cid
+    _, out, _ = c.bcc("reconcile", "--json")
+    assert json.loads(out) == {"vanished": [], "not_in_scheduler": []}
 
     # the NAS mount: read-write on the node (bind mount of the shared directory), the NFS line in its fstab
     h.on(first[0], "echo from-node > /data/written-on-node && grep -q . /etc/hosts")
@@ -216,6 +224,14 @@ def test_cluster_lifecycle(hosts, tmp_path, sched, request):  # noqa: F811
     res = c.wait_done(out3, 6, timeout=300)
     times["rest of the 6 x 12 s array after the shrink"] = time.time() - t
     assert len(res) == 6                                          # no task lost
+    # a requeued task ran again, to the end, on the node that stayed
+    requeued = {int(x) for e in s["events"] if e["step"] == "requeue"
+                for x in re.findall(rf"\b{jid}[._](\d+)", e["message"])}
+    assert requeued, msgs
+    for task in requeued:
+        with open(os.path.join(out3, f"starts.{task}")) as f:
+            starts = f.read().split()
+        assert len(starts) >= 2 and starts[-1] == first[0] and res[task] == first[0], (task, starts, res)
     assert set(s["scheduler_up"]) == {first[0]}
     assert c.host_list() == {first[0]}                            # the reconciler took the others out
 

@@ -1,7 +1,8 @@
 """SGE: group membership -> exec hosts, admin/submit hosts, a hostgroup per group (@gf_GROUP),
 all of them in @genefarm, which the queue runs on. A node leaves drained: its queue instance
-disabled (qmod -d), its running jobs waited for or rescheduled (qmod -f -rj), then its execd
-stopped and the host taken out of every list."""
+disabled (qmod -d), its running jobs waited for, or suspended and rescheduled (qmod -sj, then
+qmod -f -rj), then its execd stopped (and what still runs under it killed) and the host taken
+out of every list."""
 from bcc import images
 from bcc.schedulers.base import Scheduler, q
 
@@ -85,8 +86,11 @@ class SGE(Scheduler):
         return [j for j, host in self._running() if host == node.name]
 
     def requeue(self, jobs):
+        # SGE's reschedule puts the task back in the queue but does not stop the running copy (seen
+        # on 8.1.9: it runs on to its end while the task runs again elsewhere); suspended first, the
+        # old copy does nothing meanwhile, and the node's stop (bootstrap.sh stop) kills it
         for j in jobs:
-            self.sh(f"qmod -f -rj {q(j)}", check=False)
+            self.sh(f"qmod -sj {q(j)} && qmod -f -rj {q(j)}", check=False)
 
     def forget(self, nodes, members, remotes):
         for n in nodes:

@@ -51,6 +51,11 @@ render() {  # render TEMPLATE VAR... : replace ${VAR} by the variable's value
   printf '%s\n' "$t"
 }
 
+descendants() {  # descendants PID: every process below PID, parents first
+  local p
+  for p in $(ps -eo pid=,ppid= | awk -v p="$1" '$2 == p {print $1}'); do echo "$p"; descendants "$p"; done
+}
+
 stop() {
   # the watchdog first (by its PID), or it would start again what is being stopped
   if [ -f "$STATE/watchdog.pid" ]; then
@@ -64,6 +69,12 @@ stop() {
   for f in "$STATE"/execd.pid "$STATE"/qmaster.pid; do
     [ -f "$f" ] || continue
     pid=$(cat "$f")
+    if [ "$f" = "$STATE/execd.pid" ] && kill -0 "$pid" 2>/dev/null; then
+      # an execd that stops leaves its jobs running (their sge_shepherd outlives it): end them first
+      # (a job bcc rescheduled elsewhere is one of them: suspended until now)
+      left=$(descendants "$pid" | tr '\n' ' ')
+      if [ -n "${left// /}" ]; then say "killing the job processes still under execd: $left"; kill -KILL $left 2>/dev/null || true; fi
+    fi
     if kill -0 "$pid" 2>/dev/null; then
       kill "$pid"
       for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
