@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# images/common/packages.sh PKG...: install the Debian packages that are missing (none: does nothing).
+# images/common/packages.sh PKG...: install the Debian packages that are missing; does nothing when all
+# are there. Runs on every host bcc bootstraps, and is what `make test` uses too (scripts/ensure-apt.sh).
+# The package lists are refreshed only when an install from the current ones fails.
 set -euo pipefail
 missing=()
 for p in "$@"; do
@@ -7,7 +9,8 @@ for p in "$@"; do
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "packages: installing ${missing[*]}" >&2
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
 export DEBIAN_FRONTEND=noninteractive
-apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends "${missing[@]}" >&2 || {
-  apt-get -o DPkg::Lock::Timeout=900 update -q >&2
-  apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends "${missing[@]}" >&2; }
+$SUDO apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends "${missing[@]}" >&2 || {
+  $SUDO apt-get -o DPkg::Lock::Timeout=900 update -q >&2
+  $SUDO apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends "${missing[@]}" >&2; }
