@@ -88,9 +88,10 @@ class SGE(Scheduler):
     def requeue(self, jobs):
         # SGE's reschedule puts the task back in the queue but does not stop the running copy (seen
         # on 8.1.9: it runs on to its end while the task runs again elsewhere); suspended first, the
-        # old copy does nothing meanwhile, and the node's stop (bootstrap.sh stop) kills it
+        # old copy does nothing meanwhile, and the node's stop (bootstrap.sh stop) kills it. The
+        # reschedule is asked for even when the suspend fails (a vanished host cannot be signalled)
         for j in jobs:
-            self.sh(f"qmod -sj {q(j)} && qmod -f -rj {q(j)}", check=False)
+            self.sh(f"qmod -sj {q(j)}; qmod -f -rj {q(j)}", check=False)
 
     def forget(self, nodes, members, remotes):
         for n in nodes:
