@@ -589,6 +589,17 @@ class Aligner:
                     maxlen, cand, ncand, rep, aln, cigs)
         return aln, cigs, model
 
+    def align_encode(self, batch, rg_arr, qcounts=None):
+        """align(), then the batch's BAM records: (aln, model, record bytes, record sizes); adds the
+        batch's base quality counts to qcounts when given."""
+        aln, cigs, model = self.align(batch)
+        sizes = np.empty(len(aln), np.int64)
+        data = bam.encode_batch(aln, batch.names, batch.noff, batch.seq, batch.qual, batch.roff, cigs,
+                                self.idx.seq, self.refoff, rg_arr, np.ones(len(aln), np.bool_), sizes)
+        if qcounts is not None:
+            count_qualities(qcounts, aln, batch, data, sizes, self.idx, self.refoff)
+        return aln, model, data, sizes
+
 
 class Stats:
     """Counts for the mapping summary (and the JSON the master reads)."""
@@ -689,12 +700,7 @@ def run(prefix, r1, r2, out, threads=1, rg=None, reference=None, batch_pairs=BAT
         if size == 1:
             writer.open(tmp, header)
         for b, batch in mpiwork.batches(lambda: PairedReader(r1, r2, batch_pairs, guided=True), comm, rank, size):
-            aln, cigs, model = aligner.align(batch)
-            sizes = np.empty(len(aln), np.int64)
-            data = bam.encode_batch(aln, batch.names, batch.noff, batch.seq, batch.qual, batch.roff, cigs,
-                                    idx.seq, aligner.refoff, rg_arr, np.ones(len(aln), np.bool_), sizes)
-            if qual_counts:
-                count_qualities(counts, aln, batch, data, sizes, idx, aligner.refoff)
+            aln, model, data, sizes = aligner.align_encode(batch, rg_arr, counts if qual_counts else None)
             if size > 1:
                 writer.open(os.path.join(parts, f"part-{b:07d}.bgzf"), b"")   # records only
                 writer.write(data)
@@ -787,12 +793,7 @@ def run_parts(prefix, r1, r2, regions, parts_prefix, threads=1, rg=None, referen
         for p in mine:
             writer.open(p, header)
         for b, batch in mpiwork.batches(lambda: PairedReader(r1, r2, batch_pairs, guided=True), comm, rank, size):
-            aln, cigs, model = aligner.align(batch)
-            sizes = np.empty(len(aln), np.int64)
-            data = bam.encode_batch(aln, batch.names, batch.noff, batch.seq, batch.qual, batch.roff, cigs,
-                                    idx.seq, aligner.refoff, rg_arr, np.ones(len(aln), np.bool_), sizes)
-            if qual_counts:
-                count_qualities(qcounts, aln, batch, data, sizes, idx, aligner.refoff)
+            aln, model, data, sizes = aligner.align_encode(batch, rg_arr, qcounts if qual_counts else None)
             regs = region_of_reads(aln, first, starts)
             grouped, bounds = group_records(data, sizes, regs, nreg)
             counts += np.bincount(np.where(regs < 0, nreg, regs), minlength=nreg + 1)
