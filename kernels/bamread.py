@@ -69,6 +69,17 @@ class Reads:
         """The records idx (an index array), in that order, as a new Reads sharing the bytes."""
         return Reads(self.raw, self.roff[idx], **{c: getattr(self, c)[idx] for c in self.COLUMNS})
 
+    def compact(self):
+        """The same records, their bytes copied end to end (the bytes of records not taken are let go)."""
+        raw = self.record_bytes()
+        b = self.raw
+        r = self.roff
+        ln = 4 + (b[r].astype(np.int64) | (b[r + 1].astype(np.int64) << 8) | (b[r + 2].astype(np.int64) << 16) |
+                  (b[r + 3].astype(np.int64) << 24))
+        roff = np.zeros(self.n, np.int64)
+        np.cumsum(ln[:-1], out=roff[1:])
+        return Reads(raw, roff, **{c: getattr(self, c) for c in self.COLUMNS})
+
     def record_bytes(self, a=0, b=None):
         """Records a..b end to end (their flag fields as in `flag`: duplicate marks included)."""
         b = self.n if b is None else b

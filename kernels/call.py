@@ -2,7 +2,8 @@
 
     python -m kernels.call REF.fa IN.bam [IN2.bam ...] -o OUT.vcf.gz [--region CHR:START-END | --regions N]
                            [--bam-out OUT.bam] [-t THREADS] [--json]
-    mpiexec -n K python -m kernels.call ...      (ranks take regions)
+    python -m kernels.call REF.fa --parts PREFIX --regions-bed BED -o OUT.vcf.gz [--neighbour-flank BASES]
+    mpiexec -n K python -m kernels.call ...      (ranks take regions; with --parts, blocks of them)
 
 Input: the aligner's BAM (unsorted) or its part files, or any BAM. Records are put in one
 canonical order (markdup.sort_order) and duplicates marked once over all of them, then every
@@ -59,6 +60,7 @@ THETA_SNP = 1e-3 / 3     # heterozygosity for one particular alternative base (S
 THETA_INDEL = 1.25e-4
 MAX_SITE_READS = 250
 TILE = 1_000_000
+NEIGHBOUR_FLANK = 100_000    # --parts: bases of a neighbouring region's reads a block of regions loads
 
 
 # ---------------------------------------------------------------- inputs
@@ -149,13 +151,18 @@ def sorted_header_bytes(hdr, argv):
 
 # ---------------------------------------------------------------- calling one interval
 
+class Unloaded(Exception):
+    """A window needs reads that were not loaded (a block's neighbours were read only near its edges)."""
+
+
 class Caller:
     """Calls intervals from sorted, duplicate-marked reads."""
 
-    def __init__(self, ref, reads, qerr):
+    def __init__(self, ref, reads, qerr, extent=None):
         self.ref = ref
         self.reads = reads
         self.qerr = qerr
+        self.extent = extent         # {tid: (a, b)}: only reads with positions in [a, b) are all there
         self.tid_of = {n: i for i, n in enumerate(ref.names)}
         f = reads.flag.astype(np.int64)
         self.usable = ((f & (F_UNMAP | F_SECONDARY | F_SUPPL | F_QCFAIL | F_DUP)) == 0) & (reads.mapq >= MIN_MQ)
@@ -177,6 +184,10 @@ class Caller:
         while True:
             ws = max(0, iv.start - flank)
             we = min(clen, iv.end + flank)
+            if self.extent is not None:
+                a, b = self.extent.get(t, (0, 0))
+                if (ws > 0 and ws - self.span < a) or (we < clen and we > b):
+                    raise Unloaded(f"{iv}: a window {iv.chrom}:{ws + 1}-{we} reaches beyond the loaded reads")
             res = self._window(iv, t, contig, ws, we, guard)
             if res is not None:
                 return res
@@ -492,31 +503,93 @@ def tiles(region):
     return out
 
 
-def load(ref, ref_path, inputs):
-    """Merged header and all records of the inputs, sorted, duplicates marked (in `flag`)."""
+def load(ref, ref_path, inputs, keep=None):
+    """Merged header and the records of the inputs, sorted, duplicates marked (in `flag`), the
+    number of duplicates, and the longest unclipped read seen. keep: one per input, None (all its
+    records) or an Interval (only the records placed in it)."""
     hdr = check_headers(inputs)
     check_reference(hdr, ref, inputs[0], ref_path)
     ids, libs = libraries(hdr)
+    tid_of = {n: i for i, n in enumerate(ref.names)}
     parts = []
-    for p in inputs:
+    reach = 0
+    for p, k in zip(inputs, keep or [None] * len(inputs)):
         r, h = read_bam(p, ids)
         check_sorted(p, h, r)
+        if r.n:
+            reach = max(reach, int((r.uend - r.ustart).max()))
+        if k is not None:
+            r = r.take(np.flatnonzero((r.tid == tid_of[k.chrom]) & (r.pos >= k.start) & (r.pos < k.end))).compact()
         parts.append(r)
     reads = concat(parts)
     reads = reads.take(sort_order(reads))
     dup = mark_duplicates(reads, libs)
     reads.flag = with_dup_flags(reads.flag, dup)
-    return hdr, reads, int(dup.sum())
+    return hdr, reads, int(dup.sum()), reach
+
+
+def balanced_blocks(weights, k):
+    """len(weights) items cut into k contiguous blocks [lo, hi), block j ending where the running
+    total of the weights comes nearest to (j + 1)/k of the whole; no block is empty while there
+    are as many items as blocks."""
+    n = len(weights)
+    cum = np.concatenate([[0.0], np.cumsum(np.asarray(weights, np.float64))])
+    if cum[-1] <= 0:
+        cum = np.arange(n + 1, dtype=np.float64)
+    cuts = [0]
+    for j in range(1, k):
+        lo = min(n, cuts[-1] + (1 if n >= k else 0))
+        hi = max(lo, n - (k - j) if n >= k else n)
+        c = lo + int(np.argmin(np.abs(cum[lo:hi + 1] - cum[-1] * j / k)))
+        cuts.append(c)
+    cuts.append(n)
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def block_inputs(reglist, paths, lo, hi, flank=NEIGHBOUR_FLANK):
+    """What a rank taking regions [lo, hi) of the parts reads: (paths, keep) for load(), and
+    {contig: (a, b)}, the loaded span of each contig the block touches. The neighbouring region on
+    each side (in the same contig) is read for its reads within `flank` bases of the block."""
+    if lo == hi:
+        return [], [], {}
+    inputs, keep = list(paths[lo:hi]), [None] * (hi - lo)
+    span = {}
+    for c, a, b in reglist[lo:hi]:
+        s = span.setdefault(c, [a, b])
+        s[0], s[1] = min(s[0], a), max(s[1], b)
+    c0, a0, _ = reglist[lo]
+    if lo > 0 and reglist[lo - 1][0] == c0:
+        pa = max(reglist[lo - 1][1], a0 - flank)
+        inputs.append(paths[lo - 1])
+        keep.append(Interval(c0, pa, a0))
+        span[c0][0] = pa
+    c1, _, b1 = reglist[hi - 1]
+    if hi < len(reglist) and reglist[hi][0] == c1:
+        pb = min(reglist[hi][2], b1 + flank)
+        inputs.append(paths[hi])
+        keep.append(Interval(c1, b1, pb))
+        span[c1][1] = pb
+    return inputs, keep, span
+
+
+def trusted_extent(span, lengths, tid_of, reach):
+    """{tid: (a, b)}: positions whose reads (and their duplicate marks) are all loaded. Within
+    2 x the longest read of a cut in the middle of a contig, a duplicate's copy could lie beyond."""
+    ext = {}
+    for c, (a, b) in span.items():
+        ext[tid_of[c]] = (a if a == 0 else a + 2 * reach, b if b == lengths[c] else b - 2 * reach)
+    return ext
 
 
 def run(ref_path, inputs, out, region=None, nregions=None, bam_out=None, threads=1, argv=None, max_bq=MAX_BQ,
-        qual_counts=None, parts_prefix=None, regions_bed=None):
+        qual_counts=None, parts_prefix=None, regions_bed=None, flank=NEIGHBOUR_FLANK):
     """Call variants; rank 0 writes out (bgzipped VCF + .tbi) and returns a summary dict.
 
     Input is either `inputs` (BAM files; with K ranks every rank reads all of them and takes every
     K-th region) or, with parts_prefix and regions_bed, the aligner's part files: a rank then takes
-    a contiguous block of the regions and reads only their parts and the two beyond its block's
-    ends (the flank), so K ranks share the reading too."""
+    a contiguous block of the regions (blocks balanced by the parts' sizes) and reads only their
+    parts, and of the parts beyond its block's ends the reads near them (block_inputs), so K ranks
+    share the reading too."""
     comm, rank, size = _mpi()
     t0 = time.perf_counter()
     for o in (out, bam_out):
@@ -530,18 +603,21 @@ def run(ref_path, inputs, out, region=None, nregions=None, bam_out=None, threads
         _, _, reglist = read_regions(regions_bed, ref.names, ref.lengths)
         regions = [[Interval(c, a, b)] for c, a, b in reglist]
         paths = part_paths(parts_prefix, len(regions))
-        lo, hi = len(regions) * rank // size, len(regions) * (rank + 1) // size
+        lo, hi = balanced_blocks([_size(p) for p in paths[:-1]], size)[rank]
         mine = list(range(lo, hi))
-        inputs = paths[max(0, lo - 1):min(len(regions), hi + 1)]
+        inputs, keep, span = block_inputs(reglist, paths, lo, hi, flank)
         if bam_out and rank == size - 1:
-            inputs = inputs + [paths[-1]]                    # the unmapped pairs go at the BAM's end
+            inputs, keep = inputs + [paths[-1]], keep + [None]     # the unmapped pairs go at the BAM's end
+        if not inputs:                                             # more ranks than regions
+            inputs, keep = [paths[0]], [Interval(reglist[0][0], 0, 0)]
     else:
         if region:
             regions = [[parse_region(region, lengths)]]
         else:
             regions = split_genome(ref.names, [lengths[n] for n in ref.names], nregions or 1)
         mine = [i for i in range(len(regions)) if i % size == rank]
-    hdr, reads, ndup = load(ref, ref_path, inputs)
+        keep, span = None, None
+    hdr, reads, ndup, reach = load(ref, ref_path, inputs, keep)
     t1 = time.perf_counter()
     # quality counts: given, or of this rank's own regions summed over the ranks (parts), or of all
     if qual_counts:
@@ -553,10 +629,18 @@ def run(ref_path, inputs, out, region=None, nregions=None, bam_out=None, threads
         tot, mm = count_qualities(ref, reads, own)
         if parts_prefix and size > 1:
             tot, mm = comm.allreduce(tot), comm.allreduce(mm)       # the blocks partition the sample
-    caller = Caller(ref, reads, qualcal.table(tot, mm, max_bq))
+    qerr = qualcal.table(tot, mm, max_bq)
     work = [(i, t) for i in mine for t in tiles(regions[i])]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, threads)) as ex:
-        done = list(ex.map(lambda w: caller.interval(w[1]), work))
+    extent = trusted_extent(span, lengths, {n: i for i, n in enumerate(ref.names)}, reach) if span is not None else None
+    try:
+        done = call_tiles(Caller(ref, reads, qerr, extent), work, threads)
+    except Unloaded as e:
+        # a window wider than the neighbours' reads loaded: read every part of the block's contigs
+        print(f"kernels.call: {e}; reading the whole contigs' parts", file=sys.stderr)
+        whole = [p for p, (c, _, _) in zip(paths, reglist) if c in span]
+        _, reads_all, _, _ = load(ref, ref_path, whole)
+        done = call_tiles(Caller(ref, reads_all, qerr), work, threads)
+        del reads_all
     lines = [(i, res[0]) for (i, _), res in zip(work, done)]
     nsites = sum(res[1] for res in done)
     nrec = int(reads.n)
@@ -568,13 +652,15 @@ def run(ref_path, inputs, out, region=None, nregions=None, bam_out=None, threads
                              reads.take(np.flatnonzero(_bam_records(reads, ref, [regions[i] for i in mine],
                                                                     rank == size - 1))), threads=threads)
     if size > 1:
-        gathered = comm.gather((lines, nsites, nrec, ndup, bam_part), root=0)
+        mine_s = (round(t1 - t0, 3), round(time.perf_counter() - t1, 3))
+        gathered = comm.gather((lines, nsites, nrec, ndup, bam_part, mine_s), root=0)
         if rank != 0:
             return None
         lines = sorted((x for g in gathered for x in g[0]), key=lambda x: x[0])
         nsites = sum(g[1] for g in gathered)
         if parts_prefix:                 # records were read by their block's rank (and its neighbours)
             nrec, ndup = None, None
+    per_rank = [list(g[5]) for g in gathered] if size > 1 else [[round(t1 - t0, 3), round(time.perf_counter() - t1, 3)]]
     t2 = time.perf_counter()
     body = [ln for _, ls in lines for ln in ls]
     cmd = " ".join(shlex.quote(a) for a in (argv or sys.argv))
@@ -596,7 +682,21 @@ def run(ref_path, inputs, out, region=None, nregions=None, bam_out=None, threads
             "regions": len(regions), "ranks": size, "threads": threads, "vcf": os.path.abspath(out),
             "bam": os.path.abspath(bam_out) if bam_out else None,
             "seconds": {"load_sort_markdup": round(t1 - t0, 3), "call": round(t2 - t1, 3),
-                        "write": round(t3 - t2, 3), "total": round(t3 - t0, 3)}}
+                        "write": round(t3 - t2, 3), "total": round(t3 - t0, 3),
+                        "ranks_load_call": per_rank}}
+
+
+def call_tiles(caller, work, threads):
+    """caller.interval of every (region index, tile) of work, on `threads` threads, in order."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, threads)) as ex:
+        return list(ex.map(lambda w: caller.interval(w[1]), work))
+
+
+def _size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0                     # missing: load() says so
 
 
 def count_qualities(ref, reads, only=None):
@@ -651,6 +751,10 @@ def main(argv=None):
                        help="read the aligner's part files PREFIX.rNNNN.bam (kernels.align --parts) of the regions in "
                             "--regions-bed; ranks take blocks of regions and read only their parts")
     ap.add_argument("--regions-bed", metavar="BED", help="with --parts: the regions the parts were written for")
+    ap.add_argument("--neighbour-flank", type=int, default=NEIGHBOUR_FLANK, metavar="BASES",
+                    help=f"with --parts and several ranks: of the regions next to a rank's block, read the reads "
+                         f"within BASES of it (default {NEIGHBOUR_FLANK:,}; a window reaching further makes the "
+                         f"rank read its contigs' parts whole)")
     ap.add_argument("--bam-out", help="also write the sorted, duplicate-marked records (of the region) as BAM + .bai")
     ap.add_argument("-t", "--threads", type=int, default=1, help="threads per rank (default 1)")
     ap.add_argument("--max-bq", type=int, default=MAX_BQ,
@@ -664,6 +768,8 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.threads < 1:
         raise InputError(f"-t {a.threads}: need at least one thread")
+    if a.neighbour_flank < 0:
+        raise InputError(f"--neighbour-flank {a.neighbour_flank}: must be >= 0")
     if not a.quiet:
         note_compile()
     if bool(a.parts) != bool(a.regions_bed):
@@ -672,7 +778,8 @@ def main(argv=None):
         raise InputError("give the BAM files, or --parts PREFIX --regions-bed BED (not both)")
     res = run(a.reference, a.inputs, a.output, a.region, a.regions, a.bam_out, a.threads,
               argv=["python -m kernels.call"] + (argv if argv is not None else sys.argv[1:]), max_bq=a.max_bq,
-              qual_counts=a.qual_counts, parts_prefix=a.parts, regions_bed=a.regions_bed)
+              qual_counts=a.qual_counts, parts_prefix=a.parts, regions_bed=a.regions_bed,
+              flank=a.neighbour_flank)
     if res is None:
         return 0
     if a.json:

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pysam
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from conftest import need, venv_bin
 
@@ -199,7 +200,7 @@ def test_random_edges_inside_indels_clusters_and_reads(tiny, tiny_bam, whole):
     from kernels.fasta import read_fasta
     from kernels.regions import Interval
     ref = read_fasta(tiny["ref"])
-    hdr, reads, _ = call.load(ref, tiny["ref"], [tiny_bam])
+    hdr, reads, _, _ = call.load(ref, tiny["ref"], [tiny_bam])
     caller = call.Caller(ref, reads, qualcal.table(*call.count_qualities(ref, reads), call.MAX_BQ))
     want = records(whole)
     rng = random.Random(7)
@@ -352,14 +353,58 @@ def test_mpi_ranks_on_parts(tmp_path, tiny, tiny_index, whole):
     r = cli(tiny_index, tiny["r1"], tiny["r2"], "--regions", bed, "--parts", tmp_path / "p", "-q",
             "-R", r"@RG\tID:tiny\tSM:chr20sim\tPL:ILLUMINA", module="kernels.align")
     assert r.returncode == 0, r.stderr
-    for ranks in (1, 3):
+    # 3 ranks: neighbours read near the block edges only; with a flank of 0 a window always reaches
+    # past what was loaded, and the rank falls back to reading its contigs' parts whole
+    for ranks, flank in ((1, None), (3, None), (3, 0)):
         out = tmp_path / f"n{ranks}.vcf.gz"
         cmd = [sys.executable, "-m", "kernels.call", tiny["ref"], "--parts", str(tmp_path / "p"), "--regions-bed",
                str(bed), "-o", str(out), "-q", "--bam-out", str(tmp_path / f"n{ranks}.bam")]
+        if flank is not None:
+            cmd += ["--neighbour-flank", str(flank)]
         r = subprocess.run(([mpiexec, "-n", str(ranks)] if ranks > 1 else []) + cmd, capture_output=True, text=True,
                            timeout=600)
         assert r.returncode == 0, r.stderr
-        assert records(out) == records(whole), ranks
+        assert ("reading the whole contigs' parts" in r.stderr) == (flank == 0), r.stderr
+        assert records(out) == records(whole), (ranks, flank)
     a = subprocess.run(["samtools", "view", str(tmp_path / "n1.bam")], capture_output=True, text=True).stdout
     b = subprocess.run(["samtools", "view", str(tmp_path / "n3.bam")], capture_output=True, text=True).stdout
     assert a == b and a.count("\n") == 40000
+
+
+def test_blocks_balanced_by_part_size():
+    """Ranks' blocks of regions: contiguous, covering, none empty, the heaviest as light as a cut
+    between items allows."""
+    from kernels.call import balanced_blocks
+    assert balanced_blocks([45, 45, 45, 31, 22, 45, 45, 43], 2) == [(0, 4), (4, 8)]
+    assert sorted(hi - lo for lo, hi in balanced_blocks([1, 1, 1], 5)) == [0, 0, 1, 1, 1]   # more ranks than regions
+    assert balanced_blocks([0, 0, 0, 0], 2) == [(0, 2), (2, 4)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 1000), min_size=1, max_size=40), st.integers(1, 8))
+def test_blocks_property(weights, k):
+    from kernels.call import balanced_blocks
+    b = balanced_blocks(weights, k)
+    assert len(b) == k and b[0][0] == 0 and b[-1][1] == len(weights)
+    assert all(b[j][1] == b[j + 1][0] and b[j][0] <= b[j][1] for j in range(k - 1))
+    if len(weights) >= k:
+        assert all(hi > lo for lo, hi in b)
+    if k == 2 and len(weights) >= 2:
+        # two blocks: no other cut has a lighter heavier block
+        best = min(max(sum(weights[:c]), sum(weights[c:])) for c in range(1, len(weights)))
+        assert max(sum(weights[lo:hi]) for lo, hi in b) == best
+
+
+def test_block_inputs_read_neighbours_near_the_edges():
+    from kernels.call import block_inputs
+    from kernels.regions import Interval
+    reg = [("a", 0, 1000), ("a", 1000, 5000), ("a", 5000, 9000), ("b", 0, 3000), ("b", 3000, 4000)]
+    paths = [f"p{i}" for i in range(len(reg))] + ["unmapped"]
+    ins, keep, span = block_inputs(reg, paths, 1, 3, flank=300)
+    assert ins == ["p1", "p2", "p0"] and keep == [None, None, Interval("a", 700, 1000)]
+    assert span == {"a": [700, 9000]}                 # the next region is on another contig: not read
+    ins, keep, span = block_inputs(reg, paths, 2, 4, flank=5000)
+    assert ins == ["p2", "p3", "p1", "p4"]
+    assert keep == [None, None, Interval("a", 1000, 5000), Interval("b", 3000, 4000)]
+    assert span == {"a": [1000, 9000], "b": [0, 4000]}
+    assert block_inputs(reg, paths, 2, 2) == ([], [], {})
