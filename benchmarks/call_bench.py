@@ -3,7 +3,7 @@
 (genefarm's aligner output), same cores, one run; and the whole pipeline against bwa + samtools +
 bcftools.
 
-    python benchmarks/call_bench.py [--sets bench,full] [--threads 2] [--no-freebayes]
+    python benchmarks/call_bench.py [--sets bench,full] [--threads 2] [--no-freebayes] [--rank-reps 3]
                                     [--data benchmarks/data] [--shared ../shared] [--out benchmarks/out/call]
 
 Per set:
@@ -11,7 +11,9 @@ Per set:
   markdup    samtools fixmate -m | sort | markdup + index, against kernels.markdup (sort, mark, index)
   call       bcftools mpileup | call -mv and freebayes on the samtools-marked BAM; genefarm call on
              the aligner's BAM (its time includes its own sort and duplicate marking)
-  ranks      genefarm call --parts with 1 rank pinned to one core and T ranks one per core
+  ranks      genefarm call --parts with 1 rank pinned to one core and T ranks one per core, run
+             --rank-reps times each, interleaved (medians); the regions are planned as genefarm's
+             pipeline plans them (master.planner)
   pipeline   bwa mem -> samtools fixmate/sort/markdup -> bcftools, against genefarm align + call
 Accuracy from the shared vcfcompare.py (SNP and indel precision/recall/F1; bcftools and freebayes
 also filtered at QUAL >= 20, as peers.sh reports them). Every step is timed by /usr/bin/time -v.
@@ -20,14 +22,13 @@ Prints markdown tables with the issue's targets (PASS/FAIL) and writes OUT/resul
 Sets: bench = chr20sim bench (400k pairs, 30x on 4 Mb); full = chr20full full (2.1M pairs, 10x on
 the whole 63 Mb chr20). Needs bwa, samtools, bcftools, freebayes (make apt-bench).
 """
-import argparse
-import json
 import os
-import shutil
+import statistics
 import subprocess
-import time
+import sys
 
-from common import PY, RG, ROOT, VENV_BIN, ensure_data, log, machine, timed, vcfcompare, warm_up
+from common import (PY, RG, ROOT, VENV_BIN, bench_args, ensure_data, log, run_sets, target_table, timed,
+                    vcfcompare, warm_up)
 
 SETS = {
     "bench": dict(dataset="chr20sim", ref="ref.fa", r1="bench_R1.fastq.gz", r2="bench_R2.fastq.gz",
@@ -37,16 +38,12 @@ SETS = {
 }
 
 
-def regions_bed(ref_fa, n, path):
-    """n regions of about equal length tiling the contigs (cut only inside contigs)."""
-    fai = [ln.split("\t")[:2] for ln in open(ref_fa + ".fai")]
-    total = sum(int(x) for _, x in fai)
-    with open(path, "w") as f:
-        for name, ln in fai:
-            ln = int(ln)
-            k = max(1, round(n * ln / total))
-            for i in range(k):
-                f.write(f"{name}\t{ln * i // k}\t{ln * (i + 1) // k}\n")
+def regions_bed(index_prefix, n, path):
+    """n regions as genefarm's pipeline plans them (master.planner: balanced by non-N bases, cuts
+    moved into N runs), from the genefarm index of the reference."""
+    sys.path.insert(0, ROOT)
+    from master import planner
+    planner.write_bed(planner.plan(planner.contigs_of_index(index_prefix), n), path)
 
 
 def score(shared, ref, truth_vcf, vcf, label, q20=True):
@@ -58,7 +55,7 @@ def score(shared, ref, truth_vcf, vcf, label, q20=True):
     return out
 
 
-def bench_set(name, shared, data, out, T, freebayes):
+def bench_set(name, shared, data, out, T, freebayes, reps):
     s = SETS[name]
     p = ensure_data(shared, data, s)
     d = os.path.join(out, name)
@@ -75,7 +72,7 @@ def bench_set(name, shared, data, out, T, freebayes):
     subprocess.run([PY, "-m", "kernels.index", ref, j("gf")], check=True, capture_output=True)
     st["gf_align"] = timed([PY, "-m", "kernels.align", j("gf"), p["r1"], p["r2"], "-o", j("gf.bam"), "-t", str(T),
                             "-R", RG, "-q", "--qual-counts", j("gf.qual.json")], label="genefarm align")
-    regions_bed(ref, s["nregions"], j("regions.bed"))
+    regions_bed(j("gf"), s["nregions"], j("regions.bed"))
     st["gf_align_parts"] = timed([PY, "-m", "kernels.align", j("gf"), p["r1"], p["r2"], "--regions", j("regions.bed"),
                                   "--parts", j("part"), "-t", str(T), "-R", RG, "-q"], label="genefarm align --parts")
     # --- sort + markdup
@@ -99,10 +96,14 @@ def bench_set(name, shared, data, out, T, freebayes):
     # --- ranks on parts: one pinned to a core, T one per core
     mpiexec = os.path.join(VENV_BIN, "mpiexec")
     base = [PY, "-m", "kernels.call", ref, "--parts", j("part"), "--regions-bed", j("regions.bed"), "-q", "-o"]
-    st["gf_call_1rank"] = timed(["taskset", "-c", "0", mpiexec, "-n", "1"] + base + [j("r1.vcf.gz")],
-                                label="genefarm call --parts, 1 rank pinned")
-    st[f"gf_call_{T}ranks"] = timed([mpiexec, "-n", str(T), "-bind-to", "core"] + base + [j("rT.vcf.gz")],
-                                    label=f"genefarm call --parts, {T} ranks pinned")
+    # interleaved (1, T, 1, T, ...), so that a slow spell of the machine hits both alike; medians
+    one, many = [], []
+    for _ in range(reps):
+        one.append(timed(["taskset", "-c", "0", mpiexec, "-n", "1"] + base + [j("r1.vcf.gz")],
+                         label="genefarm call --parts, 1 rank pinned"))
+        many.append(timed([mpiexec, "-n", str(T), "-bind-to", "core"] + base + [j("rT.vcf.gz")],
+                          label=f"genefarm call --parts, {T} ranks pinned"))
+    st["gf_call_1rank"], st[f"gf_call_{T}ranks"] = median_of(one), median_of(many)
     same = [subprocess.run(f"cmp <(zgrep -v '^##' {a}) <(zgrep -v '^##' {j('gf.vcf.gz')})", shell=True,
                            executable="/bin/bash").returncode == 0 for a in (j("r1.vcf.gz"), j("rT.vcf.gz"))]
     res["parts_same_as_whole"] = all(same)
@@ -129,6 +130,13 @@ def bench_set(name, shared, data, out, T, freebayes):
     return res
 
 
+def median_of(runs):
+    """timed() results of repeated runs as one: medians, every run kept."""
+    every = [x for r in runs for x in r["runs"]]
+    return {"wall": statistics.median(x[0] for x in every), "cpu": statistics.median(x[1] for x in every),
+            "rss_mb": statistics.median(x[2] for x in every), "runs": every}
+
+
 def targets(res, T):
     out = []
     for name, r in res["sets"].items():
@@ -146,7 +154,10 @@ def targets(res, T):
                     st["bcftools"]["wall"] / st["gf_call"]["wall"] >= 1.0,
                     f"{st['bcftools']['wall'] / st['gf_call']['wall']:.2f}x"))
         sp = st["gf_call_1rank"]["wall"] / st[f"gf_call_{T}ranks"]["wall"]
-        out.append((name, f"{T} ranks >= 1.8x 1 rank (call --parts, pinned)", sp >= 1.8, f"{sp:.2f}x"))
+        each = ", ".join(f"{a[0]:.1f}/{b[0]:.1f}" for a, b in zip(st["gf_call_1rank"]["runs"],
+                                                                 st[f"gf_call_{T}ranks"]["runs"]))
+        out.append((name, f"{T} ranks >= 1.8x 1 rank (call --parts, pinned; median wall)", sp >= 1.8,
+                    f"{sp:.2f}x (runs, 1 rank/{T} ranks s: {each})"))
         md = st["samtools_markdup"]["wall"] / st["gf_markdup"]["wall"]
         out.append((name, "sort+markdup >= samtools fixmate+sort+markdup", md >= 1.0,
                     f"{md:.2f}x, duplicates {r['duplicates']['genefarm']} vs {r['duplicates']['samtools']}"))
@@ -172,35 +183,22 @@ def report(res, T):
                 lines.append(f"| {tool} | {filt} | {s_['precision']:.4f} | {s_['recall']:.4f} | {s_['F1']:.4f} | "
                              f"{i_['precision']:.4f} | {i_['recall']:.4f} | {i_['F1']:.4f} |")
         lines.append("")
-    lines += ["| set | target | result | measured |", "|---|---|---|---|"]
-    for name, what, ok, detail in targets(res, T):
-        lines.append(f"| {name} | {what} | {'PASS' if ok else 'FAIL'} | {detail} |")
+    lines += target_table(targets(res, T))
     return "\n".join(lines)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sets", default="bench,full")
-    ap.add_argument("--threads", type=int, default=2)
+    ap = bench_args(__doc__, "bench,full", "call")
+    ap.add_argument("--rank-reps", type=int, default=3, help="runs of 1 rank and of T ranks, interleaved (median)")
     ap.add_argument("--no-freebayes", action="store_true", help="leave freebayes out (it takes long on full)")
-    ap.add_argument("--data", default=os.path.join(ROOT, "benchmarks", "data"))
-    ap.add_argument("--shared", default=os.path.join(os.path.dirname(ROOT), "shared"))
-    ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "out", "call"))
     a = ap.parse_args()
-    for tool in ("bwa", "samtools", "bcftools", "freebayes", "bgzip", "/usr/bin/time", "taskset"):
-        if not shutil.which(tool):
-            raise SystemExit(f"{tool} not found: run `make apt-bench` first")
-    os.makedirs(a.out, exist_ok=True)
-    res = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "threads": a.threads,
-           "sets": {}}
-    log("== warming up (compiling the kernels into the cache)")
-    warm_up(a.out)
-    for name in a.sets.split(","):
-        res["sets"][name] = bench_set(name, a.shared, a.data, a.out, a.threads, not a.no_freebayes)
-        json.dump(res, open(os.path.join(a.out, "results.json"), "w"), indent=1)
-    text = report(res, a.threads)
-    open(os.path.join(a.out, "report.md"), "w").write(text + "\n")
-    print(text)
+
+    def before(res):
+        log("== warming up (compiling the kernels into the cache)")
+        warm_up(a.out)
+    run_sets(a, ("bwa", "samtools", "bcftools", "freebayes", "bgzip"),
+             lambda name: bench_set(name, a.shared, a.data, a.out, a.threads, not a.no_freebayes, a.rank_reps),
+             report, before)
 
 
 if __name__ == "__main__":
