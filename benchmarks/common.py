@@ -1,5 +1,7 @@
 """What the benchmarks share: timing a command with /usr/bin/time -v, scoring with the shared
-evaluation scripts, generating the shared datasets' reads, describing the machine."""
+evaluation scripts, generating the shared datasets' reads, describing the machine, and the
+command line, results file and targets table of a benchmark script."""
+import argparse
 import json
 import os
 import platform
@@ -7,7 +9,9 @@ import re
 import statistics
 import subprocess
 import sys
+import shutil
 import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
@@ -105,3 +109,41 @@ def warm_up(workdir):
         "-q", "--bam-out", os.path.join(d, "c.bam"))
     run("kernels.markdup", os.path.join(d, "t.bam"), "-o", os.path.join(d, "m.bam"))
     subprocess.run(["rm", "-rf", d])
+
+
+def bench_args(doc, sets, out_name):
+    """The options every benchmark script takes; add its own, then run_sets()."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sets", default=sets, help=f"comma-separated data sets (default {sets})")
+    ap.add_argument("--threads", type=int, default=2, help="cores given to every tool (default 2)")
+    ap.add_argument("--data", default=os.path.join(ROOT, "benchmarks", "data"), help="where generated reads go")
+    ap.add_argument("--shared", default=os.path.join(os.path.dirname(ROOT), "shared"), help="the shared data and tools")
+    ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "out", out_name), help="work files and report")
+    return ap
+
+
+def run_sets(a, tools, bench_set, report, before=None):
+    """Check the peer tools, run bench_set(name) for each set (results.json saved after each),
+    write OUT/report.md and print it. before(res) runs first (compile timing, warm-up)."""
+    for tool in tools + ("/usr/bin/time", "taskset"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} not found: run `make apt-bench` first")
+    os.makedirs(a.out, exist_ok=True)
+    res = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "threads": a.threads,
+           "sets": {}}
+    if before:
+        before(res)
+    for name in a.sets.split(","):
+        res["sets"][name] = bench_set(name)
+        with open(os.path.join(a.out, "results.json"), "w") as f:
+            json.dump(res, f, indent=1)
+    text = report(res, a.threads)
+    with open(os.path.join(a.out, "report.md"), "w") as f:
+        f.write(text + "\n")
+    print(text)
+
+
+def target_table(rows):
+    """Markdown lines of (set, target, ok, measured) rows."""
+    return ["| set | target | result | measured |", "|---|---|---|---|"] + \
+        [f"| {name} | {what} | {'PASS' if ok else 'FAIL'} | {detail} |" for name, what, ok, detail in rows]
