@@ -279,52 +279,128 @@ def header_of(path):
             return f.header.to_dict()
     except FileNotFoundError:
         raise InputError(f"{path}: no such BAM file") from None
+    except NotImplementedError:
+        raise InputError(f"{path}: gzip-compressed but not BGZF, so not a BAM file; rewrite it with "
+                         f"`samtools view -b`") from None
     except (OSError, ValueError) as e:
         raise InputError(f"{path}: not a readable BAM file ({e})") from None
 
 
-def read_bam(path, rg_ids=()):
+def read_bam(path, rg_ids=(), into=None):
     """All records of a BAM file as Reads (input order) plus its header dict. rg_ids lists the read
-    group IDs whose index goes into `rg`."""
+    group IDs whose index goes into `rg`. into: (buffer, offset, size): inflate the file into
+    buffer[offset:offset + size] (size from bgzf_size); the Reads then point into that buffer."""
     hdr = header_of(path)
     try:
         # a BGZF file is a valid multi-member gzip stream: ISA-L inflates it about 2x faster than zlib
-        with igzip.open(path, "rb") as f:
-            data = f.read()
+        if into is None:
+            with igzip.open(path, "rb") as f:
+                buf = np.frombuffer(f.read(), np.uint8)
+            base, top = 0, len(buf)
+        else:
+            buf, base, size = into
+            _inflate_into(path, buf, base, size)
+            top = base + size
     except (OSError, EOFError, igzip.BadGzipFile, isal_zlib.error) as e:
         raise InputError(f"{path}: cannot read the BAM ({e}); is it truncated?") from None
-    buf = np.frombuffer(data, np.uint8)
-    if len(buf) < 12 or bytes(buf[:4]) != b"BAM\x01":
+    if top - base < 12 or bytes(buf[base:base + 4]) != b"BAM\x01":
         raise InputError(f"{path}: not a BAM file")
-    p = 4
-    l_text = int(np.frombuffer(data, np.int32, 1, p)[0])
-    p += 4 + l_text
-    n_ref = int(np.frombuffer(data, np.int32, 1, p)[0])
+    p = base + 4
+    p += 4 + _le32(buf, p)
+    n_ref = _le32(buf, p)
     p += 4
     for _ in range(n_ref):
-        ln = int(np.frombuffer(data, np.int32, 1, p)[0])
-        p += 4 + ln + 4
+        p += 4 + _le32(buf, p) + 4
     ids = [g.encode() for g in rg_ids]
     rg_arr = np.frombuffer(b"".join(ids), np.uint8) if ids else np.empty(0, np.uint8)
     rg_off = np.zeros(len(ids) + 1, np.int64)
     np.cumsum([len(x) for x in ids], out=rg_off[1:])
     chunks = []
     start = p
-    cap = max(1024, (len(buf) - p) // 300 + 16)      # about 300 bytes a record for 2x150 reads
+    cap = max(1024, (top - p) // 300 + 16)      # about 300 bytes a record for 2x150 reads
     while True:
         cols = _alloc(cap)
-        cnt, q, err = scan_bam(buf, len(buf), start, rg_arr, rg_off, cap, *cols)
+        cnt, q, err = scan_bam(buf, top, start, rg_arr, rg_off, cap, *cols)
         if err:
             raise InputError(f"{path}: malformed BAM record after {sum(len(c[1]) for c in chunks) + cnt} records")
         chunks.append((cols[0][:cnt + 1], [c[:cnt] for c in cols[1:]]))
         start = q
-        if q == len(buf):
+        if q == top:
             break
         if cnt < cap:
             raise InputError(f"{path}: the BAM ends inside a record (truncated file?)")
     roff = np.concatenate([o[:-1] for o, _ in chunks])
     columns = [np.concatenate([c[i] for _, c in chunks]) for i in range(len(chunks[0][1]))]
     return Reads(buf, roff, *columns), hdr
+
+
+def read_bams(paths, rg_ids=(), spare=0):
+    """[(Reads, header)] of several BAM files whose record bytes lie in one buffer, each file
+    inflated straight into its place, so that concat() joins them without copying records (a
+    whole sample's records are gigabytes). `spare` bytes are left free at the buffer's end for
+    place(). Returns (that list, the buffer, the offset of the spare bytes). Files that are not
+    BGZF throughout are read on their own (concat() then copies)."""
+    sizes = [bgzf_size(p) for p in paths]
+    if any(x is None for x in sizes):
+        got = [read_bam(p, rg_ids) for p in paths]
+        buf = np.empty(spare, np.uint8)
+        return got, buf, 0
+    buf = np.empty(sum(sizes) + spare, np.uint8)
+    got, at = [], 0
+    for p, size in zip(paths, sizes):
+        got.append(read_bam(p, rg_ids, into=(buf, at, size)))
+        at += size
+    return got, buf, at
+
+
+def place(reads, buf, at):
+    """reads (compact: its raw holds exactly its records) copied into buf at offset `at`."""
+    buf[at:at + len(reads.raw)] = reads.raw
+    return Reads(buf, reads.roff + at, **{c: getattr(reads, c) for c in Reads.COLUMNS})
+
+
+def bgzf_size(path):
+    """The inflated size of a BGZF file (the sum of its blocks' ISIZE), read from the block
+    headers only; None when the file is not BGZF throughout (or cannot be read)."""
+    try:
+        b = np.memmap(path, np.uint8, mode="r")
+    except (OSError, ValueError):
+        return None
+    n, q, total = len(b), 0, 0
+    while q < n:
+        if q + 18 > n or b[q] != 31 or b[q + 1] != 139 or (b[q + 3] & 4) == 0:
+            return None
+        xlen = int(b[q + 10]) | (int(b[q + 11]) << 8)
+        e, bsize = q + 12, None
+        while e + 4 <= q + 12 + xlen:                  # the extra subfields: BC holds BSIZE
+            slen = int(b[e + 2]) | (int(b[e + 3]) << 8)
+            if b[e] == 66 and b[e + 1] == 67 and slen == 2:
+                bsize = int(b[e + 4]) | (int(b[e + 5]) << 8)
+            e += 4 + slen
+        if bsize is None or q + bsize + 1 > n:
+            return None
+        q += bsize + 1
+        total += _le32(b, q - 4) & 0xFFFFFFFF
+    return total
+
+
+def _inflate_into(path, buf, at, size, chunk=1 << 18):
+    """Inflate a gzip file of `size` inflated bytes into buf[at:at + size], in chunks small enough
+    for the allocator to reuse (a big temporary would be fresh pages every time)."""
+    mv = memoryview(buf)
+    p, end = at, at + size
+    with igzip.open(path, "rb") as f:
+        while p < end:
+            k = f.readinto(mv[p:min(end, p + chunk)])
+            if not k:
+                raise OSError(f"it inflates to {p - at} bytes, its BGZF blocks say {size}")
+            p += k
+        if f.read(1):
+            raise OSError(f"it inflates to more than the {size} bytes its BGZF blocks say")
+
+
+def _le32(b, p):
+    return int(np.frombuffer(bytes(b[p:p + 4]), "<i4")[0])
 
 
 def _alloc(cap):
@@ -335,9 +411,12 @@ def _alloc(cap):
 
 
 def concat(parts):
-    """Several Reads as one (their bytes end to end)."""
+    """Several Reads as one (their bytes end to end; no copy when they share one buffer)."""
     if len(parts) == 1:
         return parts[0]
+    if all(r.raw is parts[0].raw for r in parts):
+        raw, roff = parts[0].raw, np.concatenate([r.roff for r in parts])
+        return Reads(raw, roff, **{c: np.concatenate([getattr(r, c) for r in parts]) for c in Reads.COLUMNS})
     raw = np.concatenate([r.raw for r in parts])
     base = np.cumsum([0] + [len(r.raw) for r in parts[:-1]])
     roff = np.concatenate([r.roff + b for r, b in zip(parts, base)])

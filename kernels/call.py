@@ -39,7 +39,7 @@ import numpy as np
 from kernels import __version__
 from kernels import vcf as V
 from kernels._numba import note_compile, set_threads
-from kernels.bamread import concat, header_of, read_bam
+from kernels.bamread import concat, header_of, place, read_bam, read_bams
 from kernels.errors import InputError, run_cli
 from kernels.fasta import read_fasta
 from kernels import qualcal
@@ -511,16 +511,29 @@ def load(ref, ref_path, inputs, keep=None):
     check_reference(hdr, ref, inputs[0], ref_path)
     ids, libs = libraries(hdr)
     tid_of = {n: i for i, n in enumerate(ref.names)}
-    parts = []
+    keep = keep or [None] * len(inputs)
     reach = 0
-    for p, k in zip(inputs, keep or [None] * len(inputs)):
-        r, h = read_bam(p, ids)
+
+    def checked(p, r, h):
+        nonlocal reach
         check_sorted(p, h, r)
         if r.n:
             reach = max(reach, int((r.uend - r.ustart).max()))
+        return r
+    # the neighbours' reads near the block first (few), then every whole file inflated into one
+    # buffer with room for them at its end: joining them copies no record bytes
+    near = []
+    for p, k in zip(inputs, keep):
         if k is not None:
-            r = r.take(np.flatnonzero((r.tid == tid_of[k.chrom]) & (r.pos >= k.start) & (r.pos < k.end))).compact()
-        parts.append(r)
+            r = checked(p, *read_bam(p, ids))
+            near.append(r.take(np.flatnonzero((r.tid == tid_of[k.chrom]) & (r.pos >= k.start) &
+                                              (r.pos < k.end))).compact())
+    whole = [p for p, k in zip(inputs, keep) if k is None]
+    got, buf, at = read_bams(whole, ids, spare=sum(len(r.raw) for r in near))
+    parts = [checked(p, r, h) for p, (r, h) in zip(whole, got)]
+    for r in near:
+        parts.append(place(r, buf, at))
+        at += len(r.raw)
     reads = concat(parts)
     reads = reads.take(sort_order(reads))
     dup = mark_duplicates(reads, libs)

@@ -181,7 +181,7 @@ def libraries(hdr):
 
 
 def main(argv=None):
-    from kernels.bamread import concat, read_bam
+    from kernels.bamread import concat, read_bams
     from kernels.call import check_headers, sorted_header_bytes
     ap = argparse.ArgumentParser(prog="python -m kernels.markdup",
                                  description="Sort BAM records by coordinate and mark duplicates; writes BAM + .bai.")
@@ -194,7 +194,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     hdr = check_headers(a.inputs)
     ids, libs = libraries(hdr)
-    reads = concat([read_bam(p, ids)[0] for p in a.inputs])
+    reads = concat([r for r, _ in read_bams(a.inputs, ids)[0]])
     t1 = time.perf_counter()
     order = sort_order(reads)
     reads = reads.take(order)

@@ -6,7 +6,7 @@ import pysam
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from kernels.bamread import Reads, read_bam, read_slow
+from kernels.bamread import Reads, bgzf_size, concat, place, read_bam, read_bams, read_slow
 from kernels.genotype import (genotype_table, posterior, read_vs_hap, read_vs_hap_slow, snp_likelihoods,
                               snp_likelihoods_slow)
 from kernels.qualcal import CYCLE_BIN, NCYC, NQ
@@ -26,6 +26,42 @@ def test_decoder_matches_pysam(tiny_bam):
     for c in Reads.COLUMNS:
         np.testing.assert_array_equal(getattr(fast, c), np.array(slow[c], dtype=getattr(fast, c).dtype), err_msg=c)
     assert set(np.unique(fast.rg)) == {0} and (fast.ms > 0).all() and (fast.muc5 >= 0).sum() > 39000
+
+
+def test_files_read_into_one_buffer(tmp_path, tiny_bam):
+    """read_bams: each file inflated straight into its place in one buffer; the same records and
+    columns as read one by one, joined without copying; a file that is not BGZF is read on its own;
+    a file whose blocks lie about their size is refused."""
+    import gzip
+    import shutil
+    whole, _ = read_bam(tiny_bam)
+    a, b = str(tmp_path / "a.bam"), str(tmp_path / "b.bam")
+    with pysam.AlignmentFile(tiny_bam) as f, pysam.AlignmentFile(a, "wb", template=f) as fa, \
+            pysam.AlignmentFile(b, "wb", template=f) as fb:
+        for i, r in enumerate(f):
+            (fa if i < 15000 else fb).write(r)
+    with gzip.open(tiny_bam) as f:
+        assert bgzf_size(tiny_bam) == len(f.read())
+    extra = read_bam(a)[0].take(np.arange(5)).compact()
+    got, buf, at = read_bams([a, b], spare=len(extra.raw))
+    assert at == len(buf) - len(extra.raw) and all(r.raw is buf for r, _ in got)
+    joined = concat([r for r, _ in got] + [place(extra, buf, at)])
+    assert joined.raw is buf and joined.n == whole.n + 5
+    for c in Reads.COLUMNS:
+        np.testing.assert_array_equal(getattr(joined, c)[:whole.n], getattr(whole, c), err_msg=c)
+        np.testing.assert_array_equal(getattr(joined, c)[whole.n:], getattr(whole, c)[:5], err_msg=c)
+    np.testing.assert_array_equal(joined.record_bytes(), np.concatenate([whole.record_bytes(),
+                                                                          whole.record_bytes(0, 5)]))
+    plain = str(tmp_path / "plain.bam")                 # one gzip member, not BGZF blocks
+    with gzip.open(tiny_bam) as f, gzip.open(plain, "wb") as g:
+        shutil.copyfileobj(f, g)
+    assert bgzf_size(plain) is None and bgzf_size(str(tmp_path / "none.bam")) is None
+    from kernels.errors import InputError
+    with pytest.raises(InputError, match="not BGZF"):
+        read_bams([a, plain])
+    with pytest.raises(Exception, match="inflates to"):
+        buf = np.empty(bgzf_size(a) + 10, np.uint8)
+        read_bam(a, into=(buf, 0, bgzf_size(a) + 10))
 
 
 # ------------------------------------------------------------------ duplicate marking
