@@ -30,6 +30,8 @@ import sys
 from common import (PY, RG, ROOT, VENV_BIN, bench_args, ensure_data, log, run_sets, target_table, timed,
                     vcfcompare, warm_up)
 
+sys.path.insert(0, ROOT)            # master.planner plans the --parts regions
+
 SETS = {
     "bench": dict(dataset="chr20sim", ref="ref.fa", r1="bench_R1.fastq.gz", r2="bench_R2.fastq.gz",
                   truth="bench.truth.tsv.gz", regen=["bench"], nregions=8),
@@ -41,7 +43,6 @@ SETS = {
 def regions_bed(index_prefix, n, path):
     """n regions as genefarm's pipeline plans them (master.planner: balanced by non-N bases, cuts
     moved into N runs), from the genefarm index of the reference."""
-    sys.path.insert(0, ROOT)
     from master import planner
     planner.write_bed(planner.plan(planner.contigs_of_index(index_prefix), n), path)
 

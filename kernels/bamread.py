@@ -338,8 +338,9 @@ def read_bams(paths, rg_ids=(), spare=0):
     """[(Reads, header)] of several BAM files whose record bytes lie in one buffer, each file
     inflated straight into its place, so that concat() joins them without copying records (a
     whole sample's records are gigabytes). `spare` bytes are left free at the buffer's end for
-    place(). Returns (that list, the buffer, the offset of the spare bytes). Files that are not
-    BGZF throughout are read on their own (concat() then copies)."""
+    place(). Returns (that list, the buffer, the offset of the spare bytes). When a file's size
+    cannot be read from BGZF block headers, every file is read the ordinary way (read_bam says
+    what is wrong with a file that is no BAM; concat() then copies)."""
     sizes = [bgzf_size(p) for p in paths]
     if any(x is None for x in sizes):
         got = [read_bam(p, rg_ids) for p in paths]

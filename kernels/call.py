@@ -664,16 +664,17 @@ def run(ref_path, inputs, out, region=None, nregions=None, bam_out=None, threads
         write_sorted_records(bam_part, sorted_header_bytes(hdr, argv),
                              reads.take(np.flatnonzero(_bam_records(reads, ref, [regions[i] for i in mine],
                                                                     rank == size - 1))), threads=threads)
+    mine_s = [round(t1 - t0, 3), round(time.perf_counter() - t1, 3)]       # this rank's load, call
+    per_rank = [mine_s]
     if size > 1:
-        mine_s = (round(t1 - t0, 3), round(time.perf_counter() - t1, 3))
         gathered = comm.gather((lines, nsites, nrec, ndup, bam_part, mine_s), root=0)
         if rank != 0:
             return None
         lines = sorted((x for g in gathered for x in g[0]), key=lambda x: x[0])
         nsites = sum(g[1] for g in gathered)
+        per_rank = [g[5] for g in gathered]
         if parts_prefix:                 # records were read by their block's rank (and its neighbours)
             nrec, ndup = None, None
-    per_rank = [list(g[5]) for g in gathered] if size > 1 else [[round(t1 - t0, 3), round(time.perf_counter() - t1, 3)]]
     t2 = time.perf_counter()
     body = [ln for _, ls in lines for ln in ls]
     cmd = " ".join(shlex.quote(a) for a in (argv or sys.argv))
