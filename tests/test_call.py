@@ -1,6 +1,7 @@
 """kernels.call end to end: hand-made pileups, the shipped sample under any sharding, BAM output,
 MPI ranks, bad input."""
 import gzip
+import json
 import os
 import random
 import subprocess
@@ -236,6 +237,8 @@ def test_region_flag_and_bam_out(tmp_path, tiny, tiny_bam, whole):
     want = [ln for ln in records(whole) if ln.startswith("chr20_34000001_35500000\t")
             and 200001 <= int(ln.split("\t")[1]) <= 700000]
     assert records(out) == want and want
+    # the summary reaches a pipe whole: the process ends with os._exit (errors.end_now) after flushing
+    assert json.loads(r.stdout)["variants"] == len(want)
     assert subprocess.run(["samtools", "quickcheck", bam]).returncode == 0
     with pysam.AlignmentFile(str(bam)) as f:
         assert f.header.to_dict()["HD"]["SO"] == "coordinate"
