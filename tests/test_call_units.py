@@ -10,7 +10,7 @@ from kernels.bamread import Reads, bgzf_size, concat, place, read_bam, read_bams
 from kernels.genotype import (genotype_table, posterior, read_vs_hap, read_vs_hap_slow, snp_likelihoods,
                               snp_likelihoods_slow)
 from kernels.qualcal import CYCLE_BIN, NCYC, NQ
-from kernels.qualcal import table as quality_table
+from kernels.qualcal import table as quality_table, table_slow as quality_table_slow
 from kernels.markdup import libraries, mark_duplicates, mark_duplicates_slow, sort_order
 from kernels.pileup import pileup, pileup_slow
 
@@ -265,3 +265,18 @@ def test_quality_table_measures_errors():
     assert t[40, 10] < t[40, 0]
     assert (np.diff(t[:, 0]) <= 0).all()    # never worse at a higher quality
     assert CYCLE_BIN * NCYC >= 300
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 12), scale=st.sampled_from([10, 1000, 10**7]),
+       max_bq=st.integers(20, 60))
+def test_quality_table_equals_its_slow_twin(seed, rows, scale, max_bq):
+    """Summed-area sums against numpy slices summed cell by cell: the same table, bit for bit, for
+    sparse and dense counts (pooling over cycles, then qualities, or giving up when all is thin)."""
+    rng = np.random.default_rng(seed)
+    tot = np.zeros((NQ, NCYC), np.int64)
+    qs = rng.choice(NQ, rows, replace=False)
+    tot[qs] = rng.integers(0, scale, (rows, NCYC)) * (rng.random((rows, NCYC)) < 0.7)
+    mm = np.minimum(tot, rng.integers(0, max(2, scale // 50), (NQ, NCYC)))
+    fast, slow = quality_table(tot, mm, max_bq), quality_table_slow(tot, mm, max_bq)
+    assert fast.shape == (NQ, NCYC) and np.array_equal(fast, slow)
