@@ -22,6 +22,7 @@ Prints markdown tables with the issue's targets (PASS/FAIL) and writes OUT/resul
 Sets: bench = chr20sim bench (400k pairs, 30x on 4 Mb); full = chr20full full (2.1M pairs, 10x on
 the whole 63 Mb chr20). Needs bwa, samtools, bcftools, freebayes (make apt-bench).
 """
+import json
 import os
 import statistics
 import subprocess
@@ -96,15 +97,21 @@ def bench_set(name, shared, data, out, T, freebayes, reps):
                           label="genefarm call")
     # --- ranks on parts: one pinned to a core, T one per core
     mpiexec = os.path.join(VENV_BIN, "mpiexec")
-    base = [PY, "-m", "kernels.call", ref, "--parts", j("part"), "--regions-bed", j("regions.bed"), "-q", "-o"]
+    base = [PY, "-m", "kernels.call", ref, "--parts", j("part"), "--regions-bed", j("regions.bed"), "-q", "--json",
+            "-o"]
     # interleaved (1, T, 1, T, ...), so that a slow spell of the machine hits both alike; medians
-    one, many = [], []
+    one, many, inside = [], [], {1: [], T: []}
     for _ in range(reps):
-        one.append(timed(["taskset", "-c", "0", mpiexec, "-n", "1"] + base + [j("r1.vcf.gz")],
-                         label="genefarm call --parts, 1 rank pinned"))
-        many.append(timed([mpiexec, "-n", str(T), "-bind-to", "core"] + base + [j("rT.vcf.gz")],
-                          label=f"genefarm call --parts, {T} ranks pinned"))
+        for k, runs, cmd in ((1, one, ["taskset", "-c", "0", mpiexec, "-n", "1"]),
+                             (T, many, [mpiexec, "-n", str(T), "-bind-to", "core"])):
+            runs.append(timed(cmd + base + [j(f"r{'1' if k == 1 else 'T'}.vcf.gz")], j("ranks.json"),
+                              label=f"genefarm call --parts, {k} rank{'s' if k > 1 else ''} pinned"))
+            with open(j("ranks.json")) as f:
+                inside[k].append(json.load(f)["seconds"]["total"])     # from the reference read to the VCF written
     st["gf_call_1rank"], st[f"gf_call_{T}ranks"] = median_of(one), median_of(many)
+    # what each process pays outside the work that ranks share: start-up (Python, imports, MPI_Init) and exit
+    res["ranks_inside"] = {str(k): {"total": statistics.median(v), "outside": statistics.median(
+        r["runs"][0][0] - t for r, t in zip(one if k == 1 else many, v))} for k, v in inside.items()}
     same = [subprocess.run(f"cmp <(zgrep -v '^##' {a}) <(zgrep -v '^##' {j('gf.vcf.gz')})", shell=True,
                            executable="/bin/bash").returncode == 0 for a in (j("r1.vcf.gz"), j("rT.vcf.gz"))]
     res["parts_same_as_whole"] = all(same)
@@ -176,8 +183,15 @@ def report(res, T):
         gf = st["gf_align"]["wall"] + st["gf_call"]["wall"]
         peer = st["bwa_mem"]["wall"] + st["bwa_markdup"]["wall"] + st["bwa_bcftools"]["wall"]
         lines += ["", f"Whole pipeline, wall: genefarm align + call {gf:.1f} s; bwa mem + samtools fixmate/sort/markdup "
-                  f"+ bcftools {peer:.1f} s ({peer / gf:.2f}x).", "",
-                  "| calls | filter | SNP P | SNP R | SNP F1 | INDEL P | INDEL R | INDEL F1 |", "|---|---|---|---|---|---|---|---|"]
+                  f"+ bcftools {peer:.1f} s ({peer / gf:.2f}x).", ""]
+        ins = r.get("ranks_inside")
+        if ins:
+            a, b = ins["1"], ins[str(T)]
+            lines += [f"Ranks, medians: inside the process (call --json seconds.total: reference read to VCF "
+                      f"written) 1 rank {a['total']:.2f} s, {T} ranks {b['total']:.2f} s ({a['total'] / b['total']:.2f}x); "
+                      f"outside it (wall minus that: Python start-up, imports, MPI_Init, exit) {a['outside']:.2f} s "
+                      f"and {b['outside']:.2f} s.", ""]
+        lines += ["| calls | filter | SNP P | SNP R | SNP F1 | INDEL P | INDEL R | INDEL F1 |", "|---|---|---|---|---|---|---|---|"]
         for tool, a in r["accuracy"].items():
             for filt, x in a.items():
                 s_, i_ = x["SNP"], x["INDEL"]
