@@ -25,7 +25,7 @@ from master import cachekey, pipeline
 from master.backends.base import ArraySpec, BackendError
 from master.states import (ACTIVE, TERMINAL, EndReason, JobState, RunState, TaskState, check_transition)
 from master.store import Attempt, CacheEntry, FileHash, Run, Task, add_event
-from worker.message import TaskMessage, read_heartbeat, read_report
+from worker.message import TaskMessage, read_heartbeat, read_report, write_json_atomic
 from worker import storage
 
 log = logging.getLogger("genefarm.engine")
@@ -72,12 +72,30 @@ class Engine:
         return time.perf_counter() - t0
 
     def recover_submissions(self, db):
-        """Attempts left without a job id by a master that died while submitting them."""
+        """Attempts left without a job id by a master that died while submitting them. The
+        submission may have reached the scheduler: the master writes the attempt's report itself
+        (preempted), and a worker never runs an attempt that has a report, so such an orphan job
+        ends at once instead of doing the work again beside the next attempt. If the orphan has
+        already reported, its report is taken as the attempt's end."""
         stale = db.scalars(select(Attempt).where(Attempt.end_reason == "", Attempt.job_id == "",
                                                  Attempt.submitted < time.time() - 60)).all()
         for a in stale:
-            self.close(db, a.task, a, "preempted", None, "the master stopped while submitting this attempt; "
-                       "submitted again (no retry spent)")
+            t = a.task
+            why = "the master stopped while submitting this attempt; submitted again (no retry spent)"
+            rdir = self.report_dir(t, a.number)
+            mine = {"task": t.id, "attempt": a.number, "stage": t.stage, "outcome": "preempted",
+                    "exit_code": 143, "message": why, "node": "", "by": "master"}
+            try:
+                wrote = write_json_atomic(os.path.join(rdir, "report.json"), mine, exclusive=True)
+            except OSError as e:           # an orphan then runs its copy; nothing else is lost
+                log.warning("cannot write the report of attempt %s of task %s: %s", a.number, t.id, e)
+                wrote = True
+            if not wrote:
+                rep = read_report(rdir)
+                if rep is not None and rep.get("attempt") == a.number and rep.get("task") == t.id:
+                    self.close_from_report(db, t, a, rep)
+                    continue
+            self.close(db, t, a, "preempted", None, why)
         if stale:
             db.commit()
 
@@ -298,6 +316,9 @@ class Engine:
                                                         Run.state == RunState.RUNNING.value,
                                                         Run.cancel_requested.is_(False))
                            .order_by(Task.id)).all()
+        # a task whose attempt has no job id yet (a master died while submitting it) waits for
+        # recover_submissions: that submission may have reached the scheduler
+        ready = [t for t in ready if not any(a.end_reason == "" for a in t.attempts)]
         if not ready:
             return
         todo = []

@@ -332,3 +332,61 @@ def test_cancel_stops_the_run_at_the_scheduler(farm):
         assert db.get(Run, rid).state == "cancelled"
         with pytest.raises(service.ApiError):
             service.cancel_run(db, db.get(Run, rid))            # only a running run can be cancelled
+
+
+class MasterDied(Exception):
+    pass
+
+
+class DiesAfterSubmit(ScriptedBackend):
+    """The scheduler takes the array; the master dies before it saves the job ids."""
+    def submit(self, spec):
+        self.manifest, self.orphans = spec.manifest, super().submit(spec)
+        raise MasterDied("killed between qsub and saving the job ids")
+
+
+@pytest.mark.parametrize("orphan_ran", [False, True])
+def test_a_master_that_died_while_submitting(farm, capsys, orphan_ran):
+    """The scheduler took an array but the master died before saving its job ids. The next
+    master does not submit that task again at once (the job may be on its way); after the grace
+    it supersedes the attempt without spending a retry, and the orphan job, when it starts, finds
+    the master's report and runs nothing (the real worker, run as the scheduler would run it).
+    An orphan that already reported is taken at its word."""
+    from worker.run import main as worker_main
+    s, Session, make = farm
+    eng, be, rid = make()
+    dying = DiesAfterSubmit({}, be.index_prefix)
+    with pytest.raises(MasterDied):
+        Engine(s, Session, dying).tick()
+    (orphan,) = dying.orphans
+    msg = dying.jobs[orphan]["msg"]
+    if orphan_ran:
+        dying._finish(orphan)
+        with Session() as db:                          # restarted after the grace: recover_submissions
+            for a in db.scalars(select(Attempt)):      # finds the orphan's report first
+                a.submitted -= 120
+            db.commit()
+    eng.tick()                                         # the restarted master
+    t = tasks_of(Session, rid)[msg["key"]]
+    if orphan_ran:
+        assert t.state == "done" and [a.end_reason for a in t.attempts] == ["done"]
+    else:
+        assert t.state == "ready" and len(t.attempts) == 1 and t.attempts[0].end_reason == ""
+        with Session() as db:
+            a = db.get(Attempt, t.attempts[0].id)
+            a.submitted -= 120                         # past the grace
+            db.commit()
+        eng.tick()
+        t = tasks_of(Session, rid)[msg["key"]]
+        first = t.attempts[0]
+        assert first.end_reason == "preempted" and "stopped while submitting" in first.message
+        assert t.retries == 0 and len(t.attempts) == 2 and t.attempts[1].job_id
+        capsys.readouterr()
+        assert worker_main(["run", "--array", dying.manifest, "--index", "1"]) == 143
+        assert "already reported (preempted); nothing to do" in capsys.readouterr().err
+        assert not os.path.exists(msg["outputs"]["out"])
+        with open(os.path.join(msg["report"], "report.json")) as f:
+            assert json.load(f)["by"] == "master"
+    drive(eng, Session, rid)
+    with Session() as db:
+        assert db.get(Run, rid).state == "done"
