@@ -80,7 +80,7 @@ def table(tot, mm, max_bq):
     max_bq at most (a measured rate includes the sample's true variants, so it errs on the careful
     side); within a cycle bin the rate never increases with quality. Unseen cells keep the
     nominal rate of their quality. The pooled sums come from summed-area tables: every rank and
-    every region's task builds this table, and summing numpy slices for each cell took 30 ms
+    every region's task builds this table, and summing numpy slices for each cell took 30-42 ms
     (table_slow, its twin in tests; counts are whole numbers, so both sums are exact)."""
     st, sm = _summed_area(tot), _summed_area(mm)
     return _pooled(tot, max_bq, lambda *box: _box(st, *box), lambda *box: _box(sm, *box))

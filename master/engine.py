@@ -317,8 +317,10 @@ class Engine:
                                                         Run.cancel_requested.is_(False))
                            .order_by(Task.id)).all()
         # a task whose attempt has no job id yet (a master died while submitting it) waits for
-        # recover_submissions: that submission may have reached the scheduler
-        ready = [t for t in ready if not any(a.end_reason == "" for a in t.attempts)]
+        # recover_submissions: that submission may have reached the scheduler (one query, not one
+        # per ready task: thousands of region tasks can wait for room under the cap)
+        unsaved = set(db.scalars(select(Attempt.task_id).where(Attempt.end_reason == "", Attempt.job_id == "")))
+        ready = [t for t in ready if t.id not in unsaved]
         if not ready:
             return
         todo = []
