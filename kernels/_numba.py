@@ -3,7 +3,8 @@
 Every jitted function in `kernels` is made with `jit` (serial) or `pjit` (prange over threads)
 from this module, so that the options are set once: `cache=True` with NUMBA_CACHE_DIR pointing
 to a persistent directory (compiling the aligner takes tens of seconds, loading it from the cache
-about one), `nogil=True` so a Python thread (I/O, compression) runs beside a kernel.
+about one), `nogil=True` so a Python thread (I/O, compression) runs beside a kernel. The cache
+is numba's own, loaded without the context refresh numba does first (LeanCache).
 Import this module before numba anywhere in the package: numba reads NUMBA_CACHE_DIR on import.
 The cache lives in a subdirectory named after a digest of the kernels' source (see _cache_dir).
 """
@@ -46,20 +47,47 @@ def _cache_dir():
 os.environ["NUMBA_CACHE_DIR"] = _cache_dir()
 
 import numba  # noqa: E402  (must come after NUMBA_CACHE_DIR is set)
+from numba.core.caching import FunctionCache  # noqa: E402
+from numba.core.runtime import nrt  # noqa: E402
 
 OPTIONS = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 
 
+class LeanCache(FunctionCache):
+    """numba's on-disk cache of one function, loaded without refreshing the target context.
+
+    On a cache hit numba 0.68 first calls target_context.refresh(): it imports and registers the
+    implementation of every Python and numpy feature numba can compile (some ninety modules),
+    0.13-0.18 s of every process that runs a kernel. Only compiling uses them, and the compiler
+    refreshes the context itself when a function is not in the cache. Machine code loaded from
+    the cache needs the NRT (the allocator and atomics it links against), which this starts;
+    a prange kernel's thread pool is started by numba's own reload hooks. Each MPI rank and each
+    pipeline task is a new process: for two ranks calling a small sample that start-up is most of
+    what they cannot share. (numba PR #9806 proposed deferring this refresh upstream.)"""
+
+    def load_overload(self, sig, target_context):
+        nrt.rtsys.initialize(target_context)
+        with self._guard_against_spurious_io_errors():
+            return self._load_overload(sig, target_context)
+
+
+def _decorate(opts, fn):
+    def make(f):
+        # what cache=True does (Dispatcher.enable_caching), with the lean cache in numba's place
+        d = numba.njit(**dict(opts, cache=False))(f)
+        d._cache = LeanCache(d.py_func)
+        return d
+    return make(fn) if fn is not None else make
+
+
 def jit(fn=None, **extra):
     """numba.njit with the project's options (serial kernel)."""
-    opts = dict(OPTIONS, **extra)
-    return numba.njit(**opts)(fn) if fn is not None else numba.njit(**opts)
+    return _decorate(dict(OPTIONS, **extra), fn)
 
 
 def pjit(fn=None, **extra):
     """numba.njit(parallel=True) with the project's options (kernel that uses prange)."""
-    opts = dict(OPTIONS, parallel=True, **extra)
-    return numba.njit(**opts)(fn) if fn is not None else numba.njit(**opts)
+    return _decorate(dict(OPTIONS, parallel=True, **extra), fn)
 
 
 prange = numba.prange

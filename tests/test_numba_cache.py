@@ -1,0 +1,100 @@
+"""kernels._numba's on-disk cache: a kernel loaded from it in a new process runs without numba
+refreshing its target context first (LeanCache), and gives what the compiled kernel gave.
+
+Each step is a new Python process, as every MPI rank and pipeline task is, with a cache
+directory of its own, so the first process compiles whatever the test session did before."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+MODULE = '''
+import numpy as np
+from kernels._numba import jit, pjit, prange
+
+
+@jit
+def doubled_cumsum(a):
+    out = np.empty(len(a), a.dtype)        # allocates: the loaded code needs numba's runtime (NRT)
+    s = a.dtype.type(0)
+    for i in range(len(a)):
+        s += a[i]
+        out[i] = 2 * s
+    return out
+
+
+@pjit
+def row_sums(m):
+    out = np.zeros(m.shape[0])
+    for i in prange(m.shape[0]):           # a thread pool, started by numba's reload hooks
+        for j in range(m.shape[1]):
+            out[i] += m[i, j]
+    return out
+'''
+
+RUN = '''
+import json, sys
+import numpy as np
+from numba.core.base import BaseContext
+
+refreshed = []
+real = BaseContext.refresh
+
+
+def spy(self):
+    refreshed.append(1)
+    return real(self)
+
+
+BaseContext.refresh = spy
+import leanmod as m
+
+a = np.arange(1, 60, dtype=np.int64)
+g = np.random.default_rng(7).random((40, 9))
+out = {"cumsum": m.doubled_cumsum(a).tolist(), "rows": m.row_sums(g).tolist()}
+out["stats"] = {name: [sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values())]
+                for name, f in (("cumsum", m.doubled_cumsum), ("rows", m.row_sums))}
+out["refreshed"] = len(refreshed)
+if sys.argv[1] == "new-signature":          # float64 was never compiled: numba compiles it here
+    out["cumsum_float"] = m.doubled_cumsum(a.astype(np.float64)).tolist()
+    out["refreshed_after"] = len(refreshed)
+print(json.dumps(out))
+'''
+
+
+def run(tmp_path, what):
+    env = dict(os.environ, GENEFARM_NUMBA_CACHE_BASE=str(tmp_path / "cache"))
+    env.pop("NUMBA_CACHE_DIR", None)
+    r = subprocess.run([sys.executable, "-c", RUN, what], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_a_cached_kernel_loads_without_the_refresh_and_gives_the_same(tmp_path):
+    (tmp_path / "leanmod.py").write_text(MODULE)
+    a = np.arange(1, 60, dtype=np.int64)
+    g = np.random.default_rng(7).random((40, 9))
+    twin_cumsum = [2 * int(x) for x in np.cumsum(a)]
+    twin_rows = []
+    for row in g.tolist():                 # the same order of additions as the kernel's
+        s = 0.0
+        for x in row:
+            s += x
+        twin_rows.append(s)
+
+    first = run(tmp_path, "same")
+    assert first["stats"] == {"cumsum": [0, 1], "rows": [0, 1]}        # compiled and saved
+    assert first["refreshed"] >= 1                                     # the compiler refreshes
+    assert first["cumsum"] == twin_cumsum and first["rows"] == twin_rows
+
+    second = run(tmp_path, "same")
+    assert second["stats"] == {"cumsum": [1, 0], "rows": [1, 0]}       # both loaded from the cache
+    assert second["refreshed"] == 0
+    assert second["cumsum"] == twin_cumsum and second["rows"] == twin_rows
+
+    third = run(tmp_path, "new-signature")      # loaded lean, then a signature not in the cache
+    assert third["refreshed"] == 0 and third["refreshed_after"] >= 1
+    assert third["cumsum_float"] == [float(x) for x in twin_cumsum]
