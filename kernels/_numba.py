@@ -12,6 +12,7 @@ import os
 
 import hashlib
 import shutil
+import time
 
 
 def _source_digest():
@@ -27,6 +28,10 @@ def _source_digest():
     return d.hexdigest()[:16]
 
 
+KEEP_UNUSED = 3600     # seconds: the cache of another kernel source is dropped after an hour unused
+HEX = set("0123456789abcdef")
+
+
 def _cache_dir():
     # the user's NUMBA_CACHE_DIR (or ~/.cache/genefarm/numba, XDG_CACHE_HOME respected) / source digest
     base = os.environ.get("GENEFARM_NUMBA_CACHE_BASE") or os.environ.get("NUMBA_CACHE_DIR")
@@ -35,13 +40,25 @@ def _cache_dir():
         base = os.path.join(xdg, "genefarm", "numba")
     os.environ["GENEFARM_NUMBA_CACHE_BASE"] = base      # children (MPI ranks, workers) keep the base
     digest = _source_digest()
-    try:  # drop caches of older sources, so the directory does not grow with every change
-        for old in os.listdir(base):
-            if old != digest and len(old) == 16 and os.path.isdir(os.path.join(base, old)):
-                shutil.rmtree(os.path.join(base, old), ignore_errors=True)
+    own = os.path.join(base, digest)
+    try:
+        os.utime(own)           # in use (loading from a cache writes nothing): see below
     except OSError:
         pass
-    return os.path.join(base, digest)
+    # drop the caches of other sources, so that the directory does not grow with every change, but
+    # only those unused for an hour: two versions may run side by side (a pipeline's tasks still
+    # starting on the old one during an upgrade, a benchmark beside a test run), and each would
+    # otherwise delete the other's cache at every start and recompile its kernels in turn
+    try:
+        now = time.time()
+        for old in os.listdir(base):
+            p = os.path.join(base, old)
+            if (old != digest and len(old) == 16 and set(old) <= HEX and os.path.isdir(p)
+                    and now - os.path.getmtime(p) > KEEP_UNUSED):
+                shutil.rmtree(p, ignore_errors=True)
+    except OSError:
+        pass
+    return own
 
 
 os.environ["NUMBA_CACHE_DIR"] = _cache_dir()

@@ -98,3 +98,34 @@ def test_a_cached_kernel_loads_without_the_refresh_and_gives_the_same(tmp_path):
     third = run(tmp_path, "new-signature")      # loaded lean, then a signature not in the cache
     assert third["refreshed"] == 0 and third["refreshed_after"] >= 1
     assert third["cumsum_float"] == [float(x) for x in twin_cumsum]
+
+
+def test_caches_of_other_sources_are_dropped_only_when_unused(tmp_path):
+    """A process drops the cache directories of other kernel sources (so edits and upgrades do not
+    pile them up), but not one another version used within the hour: during an upgrade the old
+    version's tasks still start, and would otherwise recompile every kernel in turn."""
+    import time
+    base = tmp_path / "cache"
+    idle, recent, other = base / "0123456789abcdef", base / "fedcba9876543210", base / "numba-user-stuff"
+    for d in (idle, recent, other):
+        (d / "kernels_x").mkdir(parents=True)
+    hours_ago = time.time() - 2 * 3600
+    os.utime(idle, (hours_ago, hours_ago))
+    os.utime(other, (hours_ago, hours_ago))
+    env = dict(os.environ, GENEFARM_NUMBA_CACHE_BASE=str(base))
+    env.pop("NUMBA_CACHE_DIR", None)
+    r = subprocess.run([sys.executable, "-c", "import os, kernels._numba; print(os.environ['NUMBA_CACHE_DIR'])"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    own = r.stdout.strip()
+    assert os.path.dirname(own) == str(base) and len(os.path.basename(own)) == 16
+    assert not idle.exists()                       # another source's, unused for two hours
+    assert recent.exists() and other.exists()      # used within the hour; not a digest
+
+    # its own directory is marked used at every start: another version leaves it alone
+    os.makedirs(own)
+    os.utime(own, (hours_ago, hours_ago))
+    r = subprocess.run([sys.executable, "-c", "import kernels._numba"], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert time.time() - os.path.getmtime(own) < 600
