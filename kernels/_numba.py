@@ -1,10 +1,9 @@
 """Numba options for every kernel, in one place.
 
 Every jitted function in `kernels` is made with `jit` (serial) or `pjit` (prange over threads)
-from this module, so that the options are set once: `cache=True` with NUMBA_CACHE_DIR pointing
-to a persistent directory (compiling the aligner takes tens of seconds, loading it from the cache
-about one), `nogil=True` so a Python thread (I/O, compression) runs beside a kernel. The cache
-is numba's own, loaded without the context refresh numba does first (LeanCache).
+from this module, so that the options are set once: cached on disk (LeanCache) under
+NUMBA_CACHE_DIR, a persistent directory (compiling the aligner takes tens of seconds, loading it
+from the cache about one), `nogil=True` so a Python thread (I/O, compression) runs beside a kernel.
 Import this module before numba anywhere in the package: numba reads NUMBA_CACHE_DIR on import.
 The cache lives in a subdirectory named after a digest of the kernels' source (see _cache_dir).
 """
@@ -28,8 +27,15 @@ def _source_digest():
     return d.hexdigest()[:16]
 
 
-KEEP_UNUSED = 3600     # seconds: the cache of another kernel source is dropped after an hour unused
+KEEP_UNUSED = 86400    # seconds: the cache of another kernel source is dropped after a day unused
 HEX = set("0123456789abcdef")
+
+
+def _touch(path):
+    try:
+        os.utime(path)
+    except OSError:
+        pass
 
 
 def _cache_dir():
@@ -41,23 +47,25 @@ def _cache_dir():
     os.environ["GENEFARM_NUMBA_CACHE_BASE"] = base      # children (MPI ranks, workers) keep the base
     digest = _source_digest()
     own = os.path.join(base, digest)
-    try:
-        os.utime(own)           # in use (loading from a cache writes nothing): see below
-    except OSError:
-        pass
+    _touch(own)        # used now (numba's loads write nothing): LeanCache touches it again on each load
     # drop the caches of other sources, so that the directory does not grow with every change, but
-    # only those unused for an hour: two versions may run side by side (a pipeline's tasks still
-    # starting on the old one during an upgrade, a benchmark beside a test run), and each would
-    # otherwise delete the other's cache at every start and recompile its kernels in turn
+    # only those unused for a day: two versions may run side by side (an upgrade while a pipeline's
+    # tasks still start on the old one, a benchmark beside a test run), and each would otherwise
+    # delete the other's kernels at every start, to be compiled again in turn
     try:
-        now = time.time()
-        for old in os.listdir(base):
-            p = os.path.join(base, old)
-            if (old != digest and len(old) == 16 and set(old) <= HEX and os.path.isdir(p)
-                    and now - os.path.getmtime(p) > KEEP_UNUSED):
-                shutil.rmtree(p, ignore_errors=True)
+        names = os.listdir(base)
     except OSError:
-        pass
+        names = []
+    now = time.time()
+    for old in names:
+        p = os.path.join(base, old)
+        if old == digest or len(old) != 16 or not set(old) <= HEX:
+            continue                      # ours, or not a digest (NUMBA_CACHE_DIR may hold other things)
+        try:
+            if os.path.isdir(p) and now - os.path.getmtime(p) > KEEP_UNUSED:
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            pass                          # removed by another process meanwhile
     return own
 
 
@@ -65,9 +73,11 @@ os.environ["NUMBA_CACHE_DIR"] = _cache_dir()
 
 import numba  # noqa: E402  (must come after NUMBA_CACHE_DIR is set)
 from numba.core.caching import FunctionCache  # noqa: E402
+from numba.core.dispatcher import Dispatcher  # noqa: E402
 from numba.core.runtime import nrt  # noqa: E402
 
-OPTIONS = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
+OPTIONS = dict(nogil=True, error_model="numpy", boundscheck=False)
+CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
 
 
 class LeanCache(FunctionCache):
@@ -80,19 +90,23 @@ class LeanCache(FunctionCache):
     the cache needs the NRT (the allocator and atomics it links against), which this starts;
     a prange kernel's thread pool is started by numba's own reload hooks. Each MPI rank and each
     pipeline task is a new process: for two ranks calling a small sample that start-up is most of
-    what they cannot share. (numba PR #9806 proposed deferring this refresh upstream.)"""
+    what they cannot share. (numba PR #9806, closed unmerged, proposed deferring it upstream.)
+    Each load also marks this source's cache directory used, for _cache_dir's clean-up."""
 
     def load_overload(self, sig, target_context):
+        _touch(CACHE_DIR)
         nrt.rtsys.initialize(target_context)
         with self._guard_against_spurious_io_errors():
             return self._load_overload(sig, target_context)
 
 
 def _decorate(opts, fn):
+    cache = opts.pop("cache", True)
+
     def make(f):
-        # what cache=True does (Dispatcher.enable_caching), with the lean cache in numba's place
-        d = numba.njit(**dict(opts, cache=False))(f)
-        d._cache = LeanCache(d.py_func)
+        d = numba.njit(**opts)(f)
+        if cache and isinstance(d, Dispatcher):      # not a plain function (NUMBA_DISABLE_JIT=1)
+            d._cache = LeanCache(d.py_func)          # what cache=True would do, with the lean cache
         return d
     return make(fn) if fn is not None else make
 

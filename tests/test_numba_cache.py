@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -35,7 +36,8 @@ def row_sums(m):
 '''
 
 RUN = '''
-import json, sys
+import json, os, sys
+import kernels._numba          # first, as in the package: it sets NUMBA_CACHE_DIR before numba is imported
 import numpy as np
 from numba.core.base import BaseContext
 
@@ -57,6 +59,7 @@ out = {"cumsum": m.doubled_cumsum(a).tolist(), "rows": m.row_sums(g).tolist()}
 out["stats"] = {name: [sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values())]
                 for name, f in (("cumsum", m.doubled_cumsum), ("rows", m.row_sums))}
 out["refreshed"] = len(refreshed)
+out["cache_path"] = m.doubled_cumsum._cache.cache_path
 if sys.argv[1] == "new-signature":          # float64 was never compiled: numba compiles it here
     out["cumsum_float"] = m.doubled_cumsum(a.astype(np.float64)).tolist()
     out["refreshed_after"] = len(refreshed)
@@ -86,6 +89,7 @@ def test_a_cached_kernel_loads_without_the_refresh_and_gives_the_same(tmp_path):
         twin_rows.append(s)
 
     first = run(tmp_path, "same")
+    assert first["cache_path"].startswith(str(tmp_path / "cache") + os.sep)     # the project's cache directory
     assert first["stats"] == {"cumsum": [0, 1], "rows": [0, 1]}        # compiled and saved
     assert first["refreshed"] >= 1                                     # the compiler refreshes
     assert first["cumsum"] == twin_cumsum and first["rows"] == twin_rows
@@ -102,16 +106,15 @@ def test_a_cached_kernel_loads_without_the_refresh_and_gives_the_same(tmp_path):
 
 def test_caches_of_other_sources_are_dropped_only_when_unused(tmp_path):
     """A process drops the cache directories of other kernel sources (so edits and upgrades do not
-    pile them up), but not one another version used within the hour: during an upgrade the old
-    version's tasks still start, and would otherwise recompile every kernel in turn."""
-    import time
+    pile them up), but not one another version used within the day: during an upgrade the old
+    version's tasks still start, and would otherwise compile every kernel again in turn."""
     base = tmp_path / "cache"
     idle, recent, other = base / "0123456789abcdef", base / "fedcba9876543210", base / "numba-user-stuff"
     for d in (idle, recent, other):
         (d / "kernels_x").mkdir(parents=True)
-    hours_ago = time.time() - 2 * 3600
-    os.utime(idle, (hours_ago, hours_ago))
-    os.utime(other, (hours_ago, hours_ago))
+    days_ago = time.time() - 2 * 86400
+    os.utime(idle, (days_ago, days_ago))
+    os.utime(other, (days_ago, days_ago))
     env = dict(os.environ, GENEFARM_NUMBA_CACHE_BASE=str(base))
     env.pop("NUMBA_CACHE_DIR", None)
     r = subprocess.run([sys.executable, "-c", "import os, kernels._numba; print(os.environ['NUMBA_CACHE_DIR'])"],
@@ -119,13 +122,25 @@ def test_caches_of_other_sources_are_dropped_only_when_unused(tmp_path):
     assert r.returncode == 0, r.stderr
     own = r.stdout.strip()
     assert os.path.dirname(own) == str(base) and len(os.path.basename(own)) == 16
-    assert not idle.exists()                       # another source's, unused for two hours
-    assert recent.exists() and other.exists()      # used within the hour; not a digest
+    assert not idle.exists()                       # another source's, unused for two days
+    assert recent.exists() and other.exists()      # used within the day; not a digest
 
-    # its own directory is marked used at every start: another version leaves it alone
+    # its own directory is marked used at every start
     os.makedirs(own)
-    os.utime(own, (hours_ago, hours_ago))
+    os.utime(own, (days_ago, days_ago))
     r = subprocess.run([sys.executable, "-c", "import kernels._numba"], env=env, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr
     assert time.time() - os.path.getmtime(own) < 600
+
+
+def test_kernels_import_and_run_with_the_jit_disabled(tmp_path):
+    """NUMBA_DISABLE_JIT=1 (debugging a kernel in Python, measuring coverage) leaves plain
+    functions, which have no cache to set."""
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1", GENEFARM_NUMBA_CACHE_BASE=str(tmp_path / "cache"))
+    env.pop("NUMBA_CACHE_DIR", None)
+    code = ("import kernels.call, kernels.align; from kernels.genotype import n_genotypes; "
+            "print(type(n_genotypes).__name__, n_genotypes(3))")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["function", "6"]
