@@ -4,11 +4,13 @@
 bcftools.
 
     python benchmarks/call_bench.py [--sets bench,full] [--threads 2] [--no-freebayes] [--rank-reps 5]
+                                    [--markdup-reps 3]
                                     [--data benchmarks/data] [--shared ../shared] [--out benchmarks/out/call]
 
 Per set:
   align      genefarm align -o (name-grouped BAM) and --parts (per region, for the ranks), timed
-  markdup    samtools fixmate -m | sort | markdup + index, against kernels.markdup (sort, mark, index)
+  markdup    samtools fixmate -m | sort | markdup + index, against kernels.markdup (sort, mark, index),
+             --markdup-reps times each (medians)
   call       bcftools mpileup | call -mv and freebayes on the samtools-marked BAM; genefarm call on
              the aligner's BAM (its time includes its own sort and duplicate marking)
   ranks      genefarm call --parts with 1 rank pinned to one core and T ranks one per core, run
@@ -57,7 +59,7 @@ def score(shared, ref, truth_vcf, vcf, label, q20=True):
     return out
 
 
-def bench_set(name, shared, data, out, T, freebayes, reps):
+def bench_set(name, shared, data, out, T, freebayes, reps, md_reps=3):
     s = SETS[name]
     p = ensure_data(shared, data, s)
     d = os.path.join(out, name)
@@ -81,9 +83,9 @@ def bench_set(name, shared, data, out, T, freebayes, reps):
     st["samtools_markdup"] = timed(["bash", "-c", f"samtools fixmate -@{T} -m {j('gf.bam')} - | samtools sort -@{T} "
                                     f"-m 768M -T {j('st.tmp')} -o {j('st.sorted.bam')} - && samtools markdup -@{T} -s "
                                     f"{j('st.sorted.bam')} {j('st.md.bam')} && samtools index {j('st.md.bam')} && "
-                                    f"rm {j('st.sorted.bam')}"], label="samtools fixmate+sort+markdup")
+                                    f"rm {j('st.sorted.bam')}"], reps=md_reps, label="samtools fixmate+sort+markdup")
     st["gf_markdup"] = timed([PY, "-m", "kernels.markdup", j("gf.bam"), "-o", j("gf.md.bam"), "-t", str(T)],
-                             label="genefarm markdup")
+                             reps=md_reps, label="genefarm markdup")
     dups = [int(subprocess.run(["samtools", "view", "-c", "-f", "1024", b], capture_output=True, text=True).stdout)
             for b in (j("st.md.bam"), j("gf.md.bam"))]
     res["duplicates"] = {"samtools": dups[0], "genefarm": dups[1]}
@@ -208,6 +210,7 @@ def report(res, T):
 def main():
     ap = bench_args(__doc__, "bench,full", "call")
     ap.add_argument("--rank-reps", type=int, default=5, help="runs of 1 rank and of T ranks, interleaved (median)")
+    ap.add_argument("--markdup-reps", type=int, default=3, help="runs of samtools' and genefarm's sort+markdup (median)")
     ap.add_argument("--no-freebayes", action="store_true", help="leave freebayes out (it takes long on full)")
     a = ap.parse_args()
 
@@ -215,7 +218,8 @@ def main():
         log("== warming up (compiling the kernels into the cache)")
         warm_up(a.out)
     run_sets(a, ("bwa", "samtools", "bcftools", "freebayes", "bgzip"),
-             lambda name: bench_set(name, a.shared, a.data, a.out, a.threads, not a.no_freebayes, a.rank_reps),
+             lambda name: bench_set(name, a.shared, a.data, a.out, a.threads, not a.no_freebayes, a.rank_reps,
+                                    a.markdup_reps),
              report, before)
 
 
