@@ -23,7 +23,8 @@ from sqlalchemy import select
 
 from master import cachekey, pipeline
 from master.backends.base import ArraySpec, BackendError
-from master.states import (ACTIVE, TERMINAL, EndReason, JobState, RunState, TaskState, check_transition)
+from master.states import (ACTIVE, EXIT_PREEMPTED, TERMINAL, EndReason, JobState, RunState, TaskState,
+                           check_transition)
 from master.store import Attempt, CacheEntry, FileHash, Run, Task, add_event
 from worker.message import TaskMessage, read_heartbeat, read_report, write_json_atomic
 from worker import storage
@@ -84,7 +85,7 @@ class Engine:
             why = "the master stopped while submitting this attempt; submitted again (no retry spent)"
             rdir = self.report_dir(t, a.number)
             mine = {"task": t.id, "attempt": a.number, "stage": t.stage, "outcome": "preempted",
-                    "exit_code": 143, "message": why, "node": "", "by": "master"}
+                    "exit_code": EXIT_PREEMPTED, "message": why, "node": "", "by": "master"}
             try:
                 wrote = write_json_atomic(os.path.join(rdir, "report.json"), mine, exclusive=True)
             except OSError as e:           # an orphan then runs its copy; nothing else is lost

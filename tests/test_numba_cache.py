@@ -67,13 +67,18 @@ print(json.dumps(out))
 '''
 
 
-def run(tmp_path, what):
-    env = dict(os.environ, GENEFARM_NUMBA_CACHE_BASE=str(tmp_path / "cache"))
+def python(code, cache_base, *args, cwd=None, **env):
+    """stdout of `python -c code args` in a new process whose kernels cache under cache_base."""
+    env = dict(os.environ, GENEFARM_NUMBA_CACHE_BASE=str(cache_base), **env)
     env.pop("NUMBA_CACHE_DIR", None)
-    r = subprocess.run([sys.executable, "-c", RUN, what], cwd=tmp_path, env=env, capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
+    return r.stdout
+
+
+def run(tmp_path, what):
+    return json.loads(python(RUN, tmp_path / "cache", what, cwd=tmp_path))
 
 
 def test_a_cached_kernel_loads_without_the_refresh_and_gives_the_same(tmp_path):
@@ -115,12 +120,7 @@ def test_caches_of_other_sources_are_dropped_only_when_unused(tmp_path):
     days_ago = time.time() - 2 * 86400
     os.utime(idle, (days_ago, days_ago))
     os.utime(other, (days_ago, days_ago))
-    env = dict(os.environ, GENEFARM_NUMBA_CACHE_BASE=str(base))
-    env.pop("NUMBA_CACHE_DIR", None)
-    r = subprocess.run([sys.executable, "-c", "import os, kernels._numba; print(os.environ['NUMBA_CACHE_DIR'])"],
-                       env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    own = r.stdout.strip()
+    own = python("import os, kernels._numba; print(os.environ['NUMBA_CACHE_DIR'])", base).strip()
     assert os.path.dirname(own) == str(base) and len(os.path.basename(own)) == 16
     assert not idle.exists()                       # another source's, unused for two days
     assert recent.exists() and other.exists()      # used within the day; not a digest
@@ -128,19 +128,13 @@ def test_caches_of_other_sources_are_dropped_only_when_unused(tmp_path):
     # its own directory is marked used at every start
     os.makedirs(own)
     os.utime(own, (days_ago, days_ago))
-    r = subprocess.run([sys.executable, "-c", "import kernels._numba"], env=env, capture_output=True, text=True,
-                       timeout=120)
-    assert r.returncode == 0, r.stderr
+    python("import kernels._numba", base)
     assert time.time() - os.path.getmtime(own) < 600
 
 
 def test_kernels_import_and_run_with_the_jit_disabled(tmp_path):
     """NUMBA_DISABLE_JIT=1 (debugging a kernel in Python, measuring coverage) leaves plain
     functions, which have no cache to set."""
-    env = dict(os.environ, NUMBA_DISABLE_JIT="1", GENEFARM_NUMBA_CACHE_BASE=str(tmp_path / "cache"))
-    env.pop("NUMBA_CACHE_DIR", None)
     code = ("import kernels.call, kernels.align; from kernels.genotype import n_genotypes; "
             "print(type(n_genotypes).__name__, n_genotypes(3))")
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["function", "6"]
+    assert python(code, tmp_path / "cache", NUMBA_DISABLE_JIT="1").split() == ["function", "6"]
