@@ -21,14 +21,30 @@ MAX_READ_LEN = 4096
 
 
 @jit
-def lookup(h, mzb, mzk, mzo, bits):
-    """Occurrences of minimizer hash h: the slice [lo, hi) of the index's mzp array."""
-    b = np.int64(h & ((np.uint64(1) << np.uint64(bits)) - np.uint64(1)))
-    key = h >> np.uint64(bits)
+def table_key(h, hbits):
+    """The index's table order of a minimizer hash (hbits bits): its top 8 bits moved to the bottom.
+    Minimizers are the smallest hashes of their windows, so their top bits are far from uniform;
+    the bits below are, and they make the buckets and the index's partitions even."""
+    top = np.uint64(hbits - 8)
+    return ((h & ((np.uint64(1) << top) - np.uint64(1))) << np.uint64(8)) | (h >> top)
+
+
+@jit
+def lookup(h, mzb, mzk, mzo, bits, hbits):
+    """Occurrences of minimizer hash h (hbits bits): the slice [lo, hi) of the index's mzp array.
+    Its bucket is the top `bits` bits of its table key, its key in the bucket the bits below."""
+    g = table_key(h, hbits)
+    low = np.uint64(hbits - bits)
+    b = np.int64(g >> low)
+    key = g & ((np.uint64(1) << low) - np.uint64(1))
     for t in range(mzb[b], mzb[b + 1]):
         if mzk[t] == key:
             return np.int64(mzo[t]), np.int64(mzo[t + 1])
     return np.int64(0), np.int64(0)
+
+
+def table_key_slow(h, hbits):
+    return ((h & ((1 << (hbits - 8)) - 1)) << 8) | (h >> (hbits - 8))
 
 
 @jit
@@ -67,7 +83,7 @@ def collect_hits(q, L, k, w, mzb, mzk, mzo, mzp, bits, use_occ, max_occ, max_hit
         rep_mark[i] = 0
     n_used = 0
     for m in range(nm):
-        lo, hi = lookup(sk_h[m], mzb, mzk, mzo, bits)
+        lo, hi = lookup(sk_h[m], mzb, mzk, mzo, bits, 2 * k)
         cnt = hi - lo
         order[m] = cnt
         if cnt == 0:
@@ -96,7 +112,7 @@ def collect_hits(q, L, k, w, mzb, mzk, mzo, mzp, bits, use_occ, max_occ, max_hit
                     best = m
             if best < 0 or nh + order[best] > max_hits:
                 break
-            lo, hi = lookup(sk_h[best], mzb, mzk, mzo, bits)
+            lo, hi = lookup(sk_h[best], mzb, mzk, mzo, bits, 2 * k)
             qp = sk_p[best]
             for t in range(lo, hi):
                 v = np.int64(mzp[t])

@@ -93,6 +93,108 @@ def sketch_into(seq, start, end, k, w, scratch, out_h, out_p, out_s, n_out):
     return n_out
 
 
+# state of a streaming sketch (sketch_stream): the k-mer registers, and the current run of k-mers
+ST_RUN, ST_M, ST_CUR, ST_LAST = range(4)
+
+
+def stream_state(w):
+    """A fresh state for sketch_stream: (uint64[2] forward/reverse k-mer registers, int64[4] run
+    length / k-mers in the run / current minimum / last emitted (k-mer numbers in the run), and
+    the rings of the last w k-mers' hashes and values)."""
+    st_i = np.zeros(4, np.int64)
+    st_i[ST_CUR] = -1
+    st_i[ST_LAST] = -1
+    return np.zeros(2, np.uint64), st_i, np.zeros(max(w, 1), np.uint64), np.zeros(max(w, 1), np.int64)
+
+
+@jit
+def sketch_stream(seq, n, gpos0, k, w, st_u, st_i, ring_h, ring_v, out_h, out_v, n_out, final):
+    """The minimizers of a sequence fed block by block (the same as sketch_into over the whole).
+
+    seq[:n] continues the sequence given to the earlier calls with this state; gpos0 is the
+    position of seq[0] in the output's coordinates; final says the sequence ends after this
+    block. Appends from n_out: out_h the hash, out_v (position << 1) | strand; returns the new
+    count. At most n + 1 entries are added: size out_* to n_out + n + 1. Memory: the state's
+    rings of w k-mers, whatever the length of the sequence. K-mer number j of a run sits in
+    ring slot j mod w; the slots are followed as counters, not computed by division."""
+    mask = (np.uint64(1) << np.uint64(2 * k)) - np.uint64(1)
+    shift = np.uint64(2 * (k - 1))
+    fwd = st_u[0]
+    rev = st_u[1]
+    run = st_i[ST_RUN]
+    m = st_i[ST_M]
+    cur = st_i[ST_CUR]
+    last = st_i[ST_LAST]
+    slot = m % w                                  # where k-mer number m goes
+    cslot = cur % w if cur >= 0 else 0
+    curh = ring_h[cslot]
+    for i in range(n + (1 if final else 0)):
+        c = seq[i] if i < n else np.uint8(4)
+        if c < 4:
+            fwd = ((fwd << np.uint64(2)) | np.uint64(c)) & mask
+            rev = (rev >> np.uint64(2)) | (np.uint64(3 - c) << shift)
+            run += 1
+            if run < k:
+                continue
+            hv = hash64(rev if rev < fwd else fwd, mask)
+            ring_h[slot] = hv
+            ring_v[slot] = ((gpos0 + i - k + 1) << 1) | (1 if rev < fwd else 0)
+            here = slot
+            slot += 1
+            if slot == w:
+                slot = 0
+            m += 1
+            if m < w:
+                continue
+            ws = m - w                           # the window of k-mers ws .. m-1 is complete
+            if cur < ws:                         # the minimum left the window: find the new one
+                cur = ws
+                cslot = slot                     # k-mer ws sits where k-mer m will go
+                curh = ring_h[cslot]
+                t = cslot
+                for j in range(ws + 1, m):
+                    t += 1
+                    if t == w:
+                        t = 0
+                    if ring_h[t] < curh:
+                        cur = j
+                        cslot = t
+                        curh = ring_h[t]
+            elif hv < curh:
+                cur = m - 1
+                cslot = here
+                curh = hv
+            if cur != last:
+                out_h[n_out] = curh
+                out_v[n_out] = ring_v[cslot]
+                n_out += 1
+                last = cur
+            continue
+        # an N (or the end): the run of k-mers ends; a run shorter than a window selects its smallest
+        if 0 < m < w:
+            b = 0
+            for t in range(1, m):
+                if ring_h[t] < ring_h[b]:
+                    b = t
+            out_h[n_out] = ring_h[b]
+            out_v[n_out] = ring_v[b]
+            n_out += 1
+        fwd = np.uint64(0)
+        rev = np.uint64(0)
+        run = 0
+        m = 0
+        slot = 0
+        cur = -1
+        last = -1
+    st_u[0] = fwd
+    st_u[1] = rev
+    st_i[ST_RUN] = run
+    st_i[ST_M] = m
+    st_i[ST_CUR] = cur
+    st_i[ST_LAST] = last
+    return n_out
+
+
 def sketch(seq, k, w):
     """Minimizers of a whole uint8 code array: (hashes, pos, strand)."""
     seq = np.ascontiguousarray(seq, dtype=np.uint8)

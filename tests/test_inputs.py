@@ -89,15 +89,15 @@ def test_index_missing_incomplete_foreign_mixed(tmp_path, tiny, tiny_index):
     # incomplete: arrays present, description missing
     other = tmp_path / "other"
     fa = write(tmp_path / "o.fa", ">o\n" + "ACGTTGCA" * 500 + "\n")
-    meta, arrays = gindex.build(read_fasta(fa))
-    gindex.save(str(other), meta, arrays)
+    gindex.build(fa, str(other))
     os.unlink(str(other) + ".gfi.json")
     with pytest.raises(InputError, match="incomplete"):
         gindex.load(str(other))
-    gindex.save(str(other), meta, arrays)
+    gindex.build(fa, str(other))
     # files of two indexes mixed
     mixed = tmp_path / "mixed"
-    for suffix in (".gfi.json", ".gfi.seq.npy", ".gfi.mzb.npy", ".gfi.mzk.npy", ".gfi.mzo.npy", ".gfi.mzp.npy"):
+    for suffix in (".gfi.json", ".gfi.seq.npy", ".gfi.gaps.npy", ".gfi.mzb.npy", ".gfi.mzk.npy", ".gfi.mzo.npy",
+                   ".gfi.mzp.npy"):
         src = (str(other) if suffix == ".gfi.seq.npy" else tiny_index) + suffix
         os.symlink(src, str(mixed) + suffix)
     with pytest.raises(InputError, match="mixed"):

@@ -5,7 +5,6 @@ from hypothesis import given, settings, strategies as st
 
 from kernels import index as gindex
 from kernels.chain import LOCUS, cluster, cluster_slow, top_loci, top_loci_slow
-from kernels.fasta import read_fasta
 from kernels.seed import collect_hits, collect_hits_slow, hit_diag, hit_qo, hit_rel, lookup
 from kernels.sketch import sketch, sketch_slow
 
@@ -49,8 +48,7 @@ def small_index(tmp_path_factory):
     fa = d / "ref.fa"
     fa.write_text("".join(f">{n} desc\n" + "\n".join(s[i:i + 60] for i in range(0, len(s), 60)) + "\n"
                           for n, s in contigs.items()))
-    meta, arrays = gindex.build(read_fasta(str(fa)), k=15, w=5)
-    gindex.save(str(d / "ref"), meta, arrays)
+    gindex.build(str(fa), str(d / "ref"), k=15, w=5)
     return gindex.load(str(d / "ref"))
 
 
@@ -68,12 +66,13 @@ def index_dict(idx):
 def test_lookup_finds_every_minimizer(small_index):
     d = index_dict(small_index)
     for h, vals in d.items():
-        lo, hi = lookup(np.uint64(h), small_index.mzb, small_index.mzk, small_index.mzo, small_index.bucket_bits)
+        lo, hi = lookup(np.uint64(h), small_index.mzb, small_index.mzk, small_index.mzo, small_index.bucket_bits,
+                        2 * small_index.k)
         assert sorted(int(v) for v in small_index.mzp[lo:hi]) == sorted(vals)
     # an absent hash
     absent = max(d) + 1
     assert lookup(np.uint64(absent), small_index.mzb, small_index.mzk, small_index.mzo,
-                  small_index.bucket_bits) == (0, 0)
+                  small_index.bucket_bits, 2 * small_index.k) == (0, 0)
 
 
 @settings(max_examples=60, deadline=None)
