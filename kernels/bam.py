@@ -6,15 +6,9 @@ section 4.2) in parallel, and a writer thread hands it to BGZF while the next ba
 The slow twin (`encode_slow`) builds the same records with pysam, and the tests require the two
 to produce identical bytes.
 
-ALN (one record per read; read 2i is mate 1 of pair i):
-Tags written: NM, MD (mapped), MC (mate mapped), ms (paired: the mate's base qualities >= 15
-summed, as samtools fixmate -m), AS, XS (mapped), RG (with a read group).
-
-    flag   SAM flag                   tid/pos   contig index and 0-based position (-1 if none)
-    mapq   mapping quality            rev       1 if the read is stored reverse-complemented
-    score  AS (alignment score)       sub       XS (best other locus), -1 if not reported
-    ncig   CIGAR ops (in the cigar buffer at read * MAXCIG)
-    mtid/mpos  mate's contig and position      tlen  observed template length (signed)
+Records are described by types.ALN; a read's CIGAR sits in the batch's cigar buffer at read * stride
+(types.cigar_stride). Paired batches hold mates 2i and 2i+1 and one name per pair; single-end
+batches one name per read.
 """
 import os
 import queue
@@ -28,16 +22,9 @@ import pysam
 import pysam.libcbgzf
 
 from kernels._numba import jit, pjit, prange
+from kernels.dna import BAM_NT16 as _NT16
+from kernels.types import ALN, F_MUNMAP, F_PAIRED, F_UNMAP  # noqa: F401  (ALN: the records encoded here)
 
-MAXCIG = 64
-ALN = np.dtype([("pos", np.int64), ("mpos", np.int64), ("tlen", np.int64), ("tid", np.int32),
-                ("mtid", np.int32), ("score", np.int32), ("sub", np.int32), ("ncig", np.int32),
-                ("flag", np.uint16), ("mapq", np.uint8), ("rev", np.uint8)], align=True)
-
-F_PAIRED, F_PROPER, F_UNMAP, F_MUNMAP, F_REVERSE, F_MREVERSE = 1, 2, 4, 8, 16, 32
-F_READ1, F_READ2, F_SECONDARY, F_QCFAIL, F_DUP, F_SUPPL = 64, 128, 256, 512, 1024, 2048
-
-_NT16 = np.array([1, 2, 4, 8, 15], dtype=np.uint8)        # code -> BAM 4-bit base
 _REFCHAR = np.frombuffer(b"ACGTN", dtype=np.uint8).copy()
 _OPCHAR = np.frombuffer(b"MIDNSHP=X", dtype=np.uint8).copy()
 _COMP = np.array([3, 2, 1, 0, 4], dtype=np.uint8)
@@ -201,16 +188,17 @@ def _cigar_text_len(cig, off, n):
 
 
 @jit
-def _encode_one(r, aln, names, noff, seq, qual, roff, cig, ref, refoff, rg, out, p, md_buf, write):
+def _encode_one(r, aln, names, noff, seq, qual, roff, cig, cstride, paired, ref, refoff, rg, out, p, md_buf,
+                write):
     """Encode read r at out[p:] (or only measure it when write is False); returns the end."""
     a = aln[r]
-    pair = r >> 1
+    pair = r >> 1 if paired else r
     mate = r ^ 1
     s0 = roff[r]
     L = roff[r + 1] - s0
     q = seq[s0:s0 + L]
     nl = noff[pair + 1] - noff[pair]
-    co = r * MAXCIG
+    co = r * cstride
     mapped = (a.flag & F_UNMAP) == 0
     start = p
     if write:
@@ -262,10 +250,10 @@ def _encode_one(r, aln, names, noff, seq, qual, roff, cig, ref, refoff, rg, out,
             p += mdlen + 1
         else:
             p += 2 + 1 + _int_tag_size(nm) + 3 + mdlen + 1
-    paired = (a.flag & F_PAIRED) != 0
-    mmapped = paired and (a.flag & F_MUNMAP) == 0
+    ispair = (a.flag & F_PAIRED) != 0
+    mmapped = ispair and (a.flag & F_MUNMAP) == 0
     if mmapped:
-        mc = mate * MAXCIG
+        mc = mate * cstride
         mn = aln[mate].ncig
         if write:
             out[p] = 77
@@ -280,7 +268,7 @@ def _encode_one(r, aln, names, noff, seq, qual, roff, cig, ref, refoff, rg, out,
             p += 1
         else:
             p += 3 + _cigar_text_len(cig, mc, mn) + 1
-    if paired:
+    if ispair:
         # ms: the mate's score, sum of its base qualities >= 15 (as samtools fixmate -m), so that
         # duplicate marking can rank a pair from either of its records
         ms = 0
@@ -319,8 +307,9 @@ def _encode_one(r, aln, names, noff, seq, qual, roff, cig, ref, refoff, rg, out,
 
 
 @pjit
-def encode_batch(aln, names, noff, seq, qual, roff, cig, ref, refoff, rg, select, sizes):
-    """Encode the reads whose `select` flag is set, in read order; returns the bytes as uint8[]."""
+def encode_batch(aln, names, noff, seq, qual, roff, cig, cstride, paired, ref, refoff, rg, select, sizes):
+    """Encode the reads whose `select` flag is set, in read order; returns the bytes as uint8[].
+    cig holds read r's CIGAR at r * cstride; paired: names are per pair (mates 2i, 2i+1)."""
     nreads = aln.shape[0]
     nthreads = 64
     chunk = (nreads + nthreads - 1) // nthreads
@@ -329,8 +318,8 @@ def encode_batch(aln, names, noff, seq, qual, roff, cig, ref, refoff, rg, select
         dummy = np.empty(0, np.uint8)
         for r in range(c * chunk, min(nreads, (c + 1) * chunk)):
             if select[r]:
-                sizes[r] = _encode_one(r, aln, names, noff, seq, qual, roff, cig, ref, refoff, rg,
-                                       dummy, 0, md_buf, False)
+                sizes[r] = _encode_one(r, aln, names, noff, seq, qual, roff, cig, cstride, paired, ref, refoff,
+                                       rg, dummy, 0, md_buf, False)
             else:
                 sizes[r] = 0
     offs = np.empty(nreads + 1, np.int64)
@@ -342,7 +331,8 @@ def encode_batch(aln, names, noff, seq, qual, roff, cig, ref, refoff, rg, select
         md_buf = np.empty(4 * 4096 + 64, np.uint8)
         for r in range(c * chunk, min(nreads, (c + 1) * chunk)):
             if select[r]:
-                _encode_one(r, aln, names, noff, seq, qual, roff, cig, ref, refoff, rg, out, offs[r], md_buf, True)
+                _encode_one(r, aln, names, noff, seq, qual, roff, cig, cstride, paired, ref, refoff, rg, out,
+                            offs[r], md_buf, True)
     return out
 
 
@@ -494,7 +484,7 @@ def _copy(src, dst, n):
         off += k
 
 
-def encode_slow(aln, names, noff, seq, qual, roff, cig, ref, refoff, header_txt, rg_id, select):
+def encode_slow(aln, names, noff, seq, qual, roff, cig, cstride, paired, ref, refoff, header_txt, rg_id, select):
     """The same records built with pysam.AlignedSegment; returns their bytes as BAM stores them."""
     import os
     import tempfile
@@ -507,14 +497,14 @@ def encode_slow(aln, names, noff, seq, qual, roff, cig, ref, refoff, header_txt,
                 if not select[r]:
                     continue
                 a = aln[r]
-                pair, L = r >> 1, int(roff[r + 1] - roff[r])
+                pair, L = (r >> 1 if paired else r), int(roff[r + 1] - roff[r])
                 s = pysam.AlignedSegment(hdr)
                 s.query_name = names[noff[pair]:noff[pair + 1]].tobytes().decode()
                 s.flag = int(a["flag"])
                 s.reference_id = int(a["tid"])
                 s.reference_start = int(a["pos"])
                 s.mapping_quality = int(a["mapq"])
-                cg = [(int(c) & 15, int(c) >> 4) for c in cig[r * MAXCIG: r * MAXCIG + int(a["ncig"])]]
+                cg = [(int(c) & 15, int(c) >> 4) for c in cig[r * cstride: r * cstride + int(a["ncig"])]]
                 s.cigartuples = cg or None
                 q = seq[roff[r]:roff[r + 1]]
                 qq = qual[roff[r]:roff[r + 1]]
@@ -532,7 +522,7 @@ def encode_slow(aln, names, noff, seq, qual, roff, cig, ref, refoff, header_txt,
                     tags += [("NM", nm), ("MD", md)]
                 if a["flag"] & F_PAIRED and not a["flag"] & F_MUNMAP:
                     m = r ^ 1
-                    mc = cig[m * MAXCIG: m * MAXCIG + int(aln[m]["ncig"])]
+                    mc = cig[m * cstride: m * cstride + int(aln[m]["ncig"])]
                     tags.append(("MC", "".join(f"{int(c) >> 4}{'MIDNSHP=X'[int(c) & 15]}" for c in mc)))
                 if a["flag"] & F_PAIRED:
                     mq = qual[roff[r ^ 1]:roff[(r ^ 1) + 1]]

@@ -26,14 +26,13 @@ import pysam
 from isal import igzip, isal_zlib
 
 from kernels._numba import jit
+from kernels.bamrec import i32 as _i32, u16 as _u16
+from kernels.types import BAM_FIXED as _FIXED
 from kernels.errors import InputError
 
 # fields of the fixed part of a record, as offsets from its start (block_size included)
 _O_REFID, _O_POS, _O_LNAME, _O_MAPQ, _O_NCIG, _O_FLAG, _O_LSEQ, _O_MREF, _O_MPOS, _O_TLEN = (
     4, 8, 12, 13, 16, 18, 20, 24, 28, 32)
-_FIXED = 36
-
-
 @dataclass
 class Reads:
     raw: np.ndarray
@@ -101,17 +100,6 @@ def _gather(raw, starts, flags):
         out[p + 19] = flags[j] >> 8
         p += ln
     return out
-
-
-@jit
-def _i32(b, p):
-    v = np.int64(b[p]) | (np.int64(b[p + 1]) << 8) | (np.int64(b[p + 2]) << 16) | (np.int64(b[p + 3]) << 24)
-    return v - (np.int64(1) << 32) if v >= (np.int64(1) << 31) else v
-
-
-@jit
-def _u16(b, p):
-    return np.int64(b[p]) | (np.int64(b[p + 1]) << 8)
 
 
 @jit

@@ -22,6 +22,8 @@ DECODE = np.frombuffer(b"ACGTN", dtype=np.uint8).copy()
 COMPLEMENT = np.array([3, 2, 1, 0, 4], dtype=np.uint8)
 # code -> 4-bit BAM nucleotide (A=1, C=2, G=4, T=8, N=15)
 BAM_NT16 = np.array([1, 2, 4, 8, 15], dtype=np.uint8)
+# 4-bit BAM nucleotide -> code (A C G T = 0 1 2 3, anything else 4)
+NT16_CODE = np.array([4, 0, 1, 4, 2, 4, 4, 4, 3, 4, 4, 4, 4, 4, 4, 4], np.uint8)
 
 
 def encode(seq):

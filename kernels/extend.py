@@ -12,7 +12,6 @@ its diagonal is d = j - i, and the band holds d in [dlo, dhi], stored at column 
 CIGAR ops use BAM's encoding (length << 4 | op), ops M=0 I=1 D=2 S=4.
 Every kernel has a slow twin at the end of the file (plain Python), which the tests compare.
 """
-import numpy as np
 
 from kernels._numba import jit
 from kernels.scoring import CLIP, GAP_EXT, GAP_OPEN, MATCH, MISMATCH, N_PEN

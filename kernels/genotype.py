@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from kernels._numba import jit
-from kernels.pileup import _i32, base_at, record_layout
+from kernels.bamrec import base_at, i32 as _i32, record_layout
 from kernels.qualcal import CYCLE_BIN
 
 GAP_OPEN = -10.4        # ln(10^-4.5): an indel error in a read

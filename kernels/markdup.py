@@ -25,9 +25,8 @@ import numpy as np
 from kernels._numba import jit
 from kernels.bam import BamWriter
 from kernels.errors import InputError, run_cli
+from kernels.types import F_DUP, F_MREVERSE, F_MUNMAP, F_PAIRED, F_QCFAIL, F_REVERSE, F_SECONDARY, F_SUPPL, F_UNMAP
 
-F_PAIRED, F_UNMAP, F_MUNMAP, F_REVERSE, F_MREVERSE = 1, 4, 8, 16, 32
-F_SECONDARY, F_QCFAIL, F_DUP, F_SUPPL = 256, 512, 1024, 2048
 POS_BITS = 40
 POS_OFFSET = 1 << 30        # unclipped positions down to -2^30 (contigs up to 2^40 - 2^30)
 
@@ -169,20 +168,9 @@ def mark_duplicates_slow(reads, lib_of_rg):
 
 # ---------------------------------------------------------------- CLI
 
-def libraries(hdr):
-    """(read group IDs, library index of each): read groups with the same LB share a library; a
-    read group without LB is a library of its own."""
-    ids, libs, names = [], [], {}
-    for g in hdr.get("RG", []):
-        ids.append(g["ID"])
-        lb = g.get("LB", "\0" + g["ID"])
-        libs.append(names.setdefault(lb, len(names)))
-    return ids, libs
-
-
 def main(argv=None):
+    from kernels.bamheader import check_headers, libraries, sorted_header_bytes
     from kernels.bamread import concat, read_bams
-    from kernels.call import check_headers, sorted_header_bytes
     ap = argparse.ArgumentParser(prog="python -m kernels.markdup",
                                  description="Sort BAM records by coordinate and mark duplicates; writes BAM + .bai.")
     ap.add_argument("inputs", nargs="+", help="BAM files (any order, e.g. the aligner's output or part files)")

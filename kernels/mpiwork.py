@@ -14,6 +14,7 @@ one): enough to hide the transfer, and no more, so that when the input runs out 
 finish within one batch of each other. (With two in reserve on rank 1 and a deeper queue on rank
 0, the first rank to finish waited 1.1 s of a 10 s run for the other.)
 """
+import os
 import queue
 import threading
 import time
@@ -22,6 +23,17 @@ from kernels.errors import InputError
 
 TAG_ASK, TAG_BATCH = 11, 12
 POLL_S = 0.001
+
+
+def world():
+    """(comm, rank, size): mpi4py's world when started by mpiexec/srun, else a single rank
+    (mpi4py is not even imported then)."""
+    launched = any(v in os.environ for v in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "PMI_SIZE"))
+    if not launched:
+        return None, 0, 1
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    return comm, comm.Get_rank(), comm.Get_size()
 
 
 def batches(open_reader, comm, rank, size):

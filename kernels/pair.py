@@ -19,7 +19,7 @@ import numpy as np
 
 from kernels._numba import jit
 from kernels.extend import NEG, dp_fill, dp_traceback
-from kernels.scoring import BAND, MATCH, RESCUE_MIN
+from kernels.scoring import BAND
 
 CAND = np.dtype([("rb", np.int64), ("re", np.int64), ("gdlo", np.int64), ("gdhi", np.int64),
                  ("score", np.int32), ("qb", np.int32), ("qe", np.int32), ("cov", np.int32),

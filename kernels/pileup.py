@@ -18,39 +18,13 @@ Candidate alleles are then the bases and indels seen often enough (`candidates`)
 import numpy as np
 
 from kernels._numba import jit
+from kernels.bamrec import base_at, i32 as _i32, record_layout
 
 # BAM 4-bit base -> code (A C G T = 0 1 2 3, anything else 4)
-NT16_CODE = np.array([4, 0, 1, 4, 2, 4, 4, 4, 3, 4, 4, 4, 4, 4, 4, 4], np.uint8)
-_FIXED = 36
 MAX_SHIFT = 500          # left-normalisation moves an indel at most this far (bounds a site's reads)
 MIN_CLIP = 8             # soft clips at least this long are searched for the indel they may hide...
 MIN_CLIP_MATCH = 8       # ...which must leave at least this many clipped bases matching the reference
 MAX_CLIP_INDEL = 50      # longest indel looked for in a clip
-
-
-@jit
-def _i32(b, p):
-    v = np.int64(b[p]) | (np.int64(b[p + 1]) << 8) | (np.int64(b[p + 2]) << 16) | (np.int64(b[p + 3]) << 24)
-    return v - (np.int64(1) << 32) if v >= (np.int64(1) << 31) else v
-
-
-@jit
-def record_layout(raw, p):
-    """(offset of the CIGAR, number of CIGAR ops, offset of the 4-bit bases, offset of the
-    qualities, read length) of the record starting at raw[p]."""
-    lname = np.int64(raw[p + 12])
-    ncig = np.int64(raw[p + 16]) | (np.int64(raw[p + 17]) << 8)
-    lseq = _i32(raw, p + 20)
-    c0 = p + _FIXED + lname
-    s0 = c0 + 4 * ncig
-    q0 = s0 + (lseq + 1) // 2
-    return c0, ncig, s0, q0, lseq
-
-
-@jit
-def base_at(raw, s0, i):
-    v = np.int64(raw[s0 + (i >> 1)])
-    return NT16_CODE[(v >> 4) if (i & 1) == 0 else (v & 15)]
 
 
 @jit

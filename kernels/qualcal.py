@@ -19,7 +19,7 @@ import numpy as np
 
 from kernels._numba import jit
 from kernels.errors import InputError
-from kernels.pileup import _i32, base_at, record_layout
+from kernels.bamrec import base_at, i32 as _i32, record_layout
 
 NQ = 94                 # qualities 0..93 (FASTQ '!'..'~')
 CYCLE_BIN = 10          # sequencing cycles measured together

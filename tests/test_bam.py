@@ -6,20 +6,21 @@ import pysam
 import pytest
 
 from kernels import bam
-from kernels.align import Aligner
+from kernels.aligner import Aligner
+from kernels.types import F_MUNMAP, F_PAIRED, F_READ1, F_READ2, F_UNMAP
 from kernels.fastq import PairedReader
 from kernels import index as gindex
 
 
-def encode_both(idx, b, aln, cigs, rg=None):
+def encode_both(idx, b, aln, cigs, cstride, rg=None):
     names = idx.names
     text = bam.header_text(names, idx.lengths, [c["m5"] for c in idx.meta["contigs"]],
                            f"@RG\tID:{rg}\tSM:s" if rg else None)
     rg_arr = np.frombuffer(rg.encode(), np.uint8).copy() if rg else np.empty(0, np.uint8)
     sel = np.ones(len(aln), np.bool_)
-    fast = bam.encode_batch(aln, b.names, b.noff, b.seq, b.qual, b.roff, cigs, np.asarray(idx.seq), idx.offsets,
+    fast = bam.encode_batch(aln, b.names, b.noff, b.seq, b.qual, b.roff, cigs, cstride, True, np.asarray(idx.seq), idx.offsets,
                             rg_arr, sel, np.empty(len(aln), np.int64)).tobytes()
-    slow = bam.encode_slow(aln, b.names, b.noff, b.seq, b.qual, b.roff, cigs, np.asarray(idx.seq), idx.offsets,
+    slow = bam.encode_slow(aln, b.names, b.noff, b.seq, b.qual, b.roff, cigs, cstride, True, np.asarray(idx.seq), idx.offsets,
                            text, rg, sel)
     return fast, slow
 
@@ -32,8 +33,8 @@ def first_batch(tiny, n):
 def test_encoder_matches_pysam_on_aligner_output(tiny, tiny_index):
     idx = gindex.load(tiny_index)
     b = first_batch(tiny, 2000)
-    aln, cigs, _ = Aligner(idx).align(b)
-    fast, slow = encode_both(idx, b, aln, cigs, rg="lane1")
+    aln, cigs, cstride, _ = Aligner(idx).align(b)
+    fast, slow = encode_both(idx, b, aln, cigs, cstride, rg="lane1")
     assert fast == slow
 
 
@@ -41,38 +42,38 @@ def test_encoder_matches_pysam_on_edge_records(tiny, tiny_index):
     """Unmapped reads (alone and both), reverse strand, indels, big tags, odd lengths."""
     idx = gindex.load(tiny_index)
     b = first_batch(tiny, 6)
-    aln, cigs, _ = Aligner(idx).align(b)
+    aln, cigs, cstride, _ = Aligner(idx).align(b)
     # pair 0: read 2 unmapped, placed at its mate
     a = aln[1]
-    a["flag"] = bam.F_PAIRED | bam.F_READ2 | bam.F_UNMAP
+    a["flag"] = F_PAIRED | F_READ2 | F_UNMAP
     a["ncig"] = 0
     a["mapq"] = 0
     a["tid"], a["pos"] = aln[0]["tid"], aln[0]["pos"]
-    aln[0]["flag"] |= bam.F_MUNMAP
+    aln[0]["flag"] |= F_MUNMAP
     # pair 1: both unmapped
     for r in (2, 3):
-        aln[r]["flag"] = bam.F_PAIRED | bam.F_UNMAP | bam.F_MUNMAP | (bam.F_READ1 if r == 2 else bam.F_READ2)
+        aln[r]["flag"] = F_PAIRED | F_UNMAP | F_MUNMAP | (F_READ1 if r == 2 else F_READ2)
         aln[r]["tid"] = aln[r]["pos"] = aln[r]["mtid"] = aln[r]["mpos"] = -1
         aln[r]["ncig"] = 0
     # pair 2: an insertion, a deletion and clips on read 4; a large negative TLEN and AS
     L = int(b.roff[5] - b.roff[4])
     cig = [(4, 3), (0, 40), (1, 2), (0, 50), (2, 5), (0, L - 3 - 40 - 2 - 50 - 7), (4, 7)]
     for t, (op, n) in enumerate(cig):
-        cigs[4 * bam.MAXCIG + t] = (n << 4) | op
+        cigs[4 * cstride + t] = (n << 4) | op
     aln[4]["ncig"] = len(cig)
     aln[4]["tlen"] = -70000
     aln[4]["score"] = 300
     aln[4]["sub"] = 70000
-    fast, slow = encode_both(idx, b, aln, cigs)
+    fast, slow = encode_both(idx, b, aln, cigs, cstride)
     assert fast == slow
 
 
 def test_written_bam_reads_back(tmp_path, tiny, tiny_index):
     idx = gindex.load(tiny_index)
     b = first_batch(tiny, 500)
-    aln, cigs, _ = Aligner(idx).align(b)
+    aln, cigs, cstride, _ = Aligner(idx).align(b)
     text = bam.header_text(idx.names, idx.lengths, [c["m5"] for c in idx.meta["contigs"]])
-    data = bam.encode_batch(aln, b.names, b.noff, b.seq, b.qual, b.roff, cigs, np.asarray(idx.seq), idx.offsets,
+    data = bam.encode_batch(aln, b.names, b.noff, b.seq, b.qual, b.roff, cigs, cstride, True, np.asarray(idx.seq), idx.offsets,
                             np.empty(0, np.uint8), np.ones(len(aln), np.bool_), np.empty(len(aln), np.int64))
     out = str(tmp_path / "x.bam")
     w = bam.BamWriter()
@@ -96,8 +97,8 @@ def test_concat_records_joins_headerless_parts(tmp_path, tiny, tiny_index):
     w = bam.BamWriter()
     with PairedReader(tiny["r1"], tiny["r2"], batch=300) as rd:
         for k, b in zip(range(3), rd):
-            aln, cigs, _ = Aligner(idx).align(b)
-            data = bam.encode_batch(aln, b.names, b.noff, b.seq, b.qual, b.roff, cigs, np.asarray(idx.seq),
+            aln, cigs, cstride, _ = Aligner(idx).align(b)
+            data = bam.encode_batch(aln, b.names, b.noff, b.seq, b.qual, b.roff, cigs, cstride, True, np.asarray(idx.seq),
                                     idx.offsets, np.empty(0, np.uint8), np.ones(len(aln), np.bool_),
                                     np.empty(len(aln), np.int64))
             parts.append(str(tmp_path / f"part{k}.bgzf"))

@@ -7,7 +7,6 @@ import random
 import subprocess
 import sys
 
-import numpy as np
 import pysam
 import pytest
 from hypothesis import given, settings, strategies as st

@@ -11,7 +11,8 @@ from kernels.genotype import (genotype_table, posterior, read_vs_hap, read_vs_ha
                               snp_likelihoods_slow)
 from kernels.qualcal import CYCLE_BIN, NCYC, NQ
 from kernels.qualcal import table as quality_table, table_slow as quality_table_slow
-from kernels.markdup import libraries, mark_duplicates, mark_duplicates_slow, sort_order
+from kernels.bamheader import libraries
+from kernels.markdup import mark_duplicates, mark_duplicates_slow
 from kernels.pileup import pileup, pileup_slow
 
 QERR = quality_table(np.zeros((NQ, NCYC)), np.zeros((NQ, NCYC)), 40)   # nominal rates, capped at Q40
@@ -198,7 +199,7 @@ def test_snp_likelihoods_match_slow_twin(bases, k):
 
 def _one_base_records(bases):
     """BAM records of reads covering position 0 with one base each at the given cycle."""
-    from kernels.bam import _NT16
+    from kernels.dna import BAM_NT16 as _NT16
     raw = bytearray()
     roff, pos, mapq, flag = [], [], [], []
     for b, q, cyc, mq in bases:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from kernels import fasta, index as gindex
+from kernels import index as gindex
 from kernels.dna import ENCODE
 from kernels.errors import InputError
 from kernels.fasta import encode_text, encode_text_slow, read_fasta, stream_fasta

@@ -1,11 +1,9 @@
 """Reading references, reads and indexes: parsing against plain Python, and every bad input."""
 import gzip
-import json
 import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from kernels import index as gindex
