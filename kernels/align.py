@@ -1,21 +1,21 @@
-"""Short-read paired-end alignment: seeds -> loci -> extension -> pairing -> BAM.
+"""Short-read alignment, paired-end or single-end: seeds -> loci -> extension -> placement -> BAM.
 
-    python -m kernels.align PREFIX R1.fq[.gz] R2.fq[.gz] -o OUT.bam [-t THREADS] [-R '@RG\\tID:x\\tSM:y']
-    python -m kernels.align PREFIX R1 R2 --regions REGIONS.bed --parts OUT   (OUT.rNNNN.bam per region)
+    python -m kernels.align PREFIX R1.fq[.gz] [R2.fq[.gz]] -o OUT.bam [-t THREADS] [-R '@RG\\tID:x\\tSM:y']
+    python -m kernels.align PREFIX R1 [R2] --regions REGIONS.bed --parts OUT.bam    (one part file)
     mpiexec -n K python -m kernels.align ...      (ranks split the batches; same records as 1 rank)
 
-Reads go in batches of pairs (fixed size, so the output does not depend on ranks or threads):
-1. candidates (threads over reads): minimizer hits (seed.py), loci (chain.py), each of the best
-   loci aligned (extend.py: ungapped fast path, banded affine-gap alignment when the seeds or the
-   mismatches say there is an indel), duplicates of one locus merged;
-2. the batch's insert-size model (pair.py);
-3. pairs (threads over pairs): mate rescue, the best pair or the best single placements, MAPQ,
-   CIGAR, flags and mate fields;
-4. records encoded (bam.py) and handed to the BGZF writer thread while the next batch aligns.
-The BAM is written under a temporary name and renamed when complete. With K ranks, each batch
-goes to the rank that asks for it first, which writes it as one part file, and rank 0 joins them in batch
-order (samtools cat, through pysam). Rank 0 reads the input once and hands batches to whichever
-rank asks (kernels.mpiwork).
+One FASTQ is single-end, two are the mates of pairs. Reads go in batches (fixed size, so the
+output does not depend on ranks or threads); each batch goes through kernels.aligner (candidates,
+the batch's insert-size model, placements, records), and its records are handed to the BGZF
+writer (a child process) while the next batch aligns. Every output is written under a temporary
+name and renamed when complete.
+
+With -o, the records go to one BAM in input order; with K ranks each batch goes to the rank that
+asks for it first, which writes it as one BGZF file, and rank 0 joins them in batch order.
+With --regions/--parts, the records go to one part file (kernels.partfile), grouped by the
+region each read starts in; with K ranks each rank writes its own and rank 0 merges them group
+by group. Rank 0 reads the input once and hands batches to whichever rank asks (kernels.mpiwork).
+The aligner keeps one output file open, whatever the number of regions.
 """
 import argparse
 import json
@@ -28,30 +28,44 @@ import time
 import numpy as np
 
 from kernels import __version__
-from kernels import bam, index as gindex, mpiwork, qualcal
+from kernels import bam, index as gindex, mpiwork, partfile, qualcal
 from kernels._numba import note_compile, set_threads
 from kernels.aligner import Aligner, Stats, parse_rg
 from kernels.errors import InputError, run_cli
-from kernels.fastq import PairedReader
-from kernels.parts import group_records, region_of_reads
-from kernels.regions import part_paths, read_regions
+from kernels.fastq import FastqReader
+from kernels.parts import PartWriter, group_of_reads, group_records
+from kernels.regions import read_regions
 
 BATCH_PAIRS = 10000
+
+
+def _reader(r1, r2, batch_pairs, phred64):
+    # a batch is batch_pairs pairs, or as many reads single-end (2 x batch_pairs)
+    return lambda: FastqReader(r1, r2, batch_pairs if r2 else 2 * batch_pairs, guided=True, phred64=phred64)
+
+
+def _fail_ranks(e, comm, rank, size):
+    if size > 1 and not isinstance(e, InputError):
+        # bad input stops every rank at the same record; anything else happened on this rank
+        # only, and the others would wait for it forever
+        import traceback
+        traceback.print_exc()
+        print(f"kernels.align: rank {rank} failed; aborting all {size} ranks", file=sys.stderr)
+        comm.Abort(1)
+
+
 def run(prefix, r1, r2, out, threads=1, rg=None, reference=None, batch_pairs=BATCH_PAIRS, level=1,
-        argv=None, progress=None, regions=None, parts_prefix=None, qual_counts=None):
-    """Align R1/R2 with the index at prefix into out (BAM), or with regions (a BED tiling the
-    genome) into one part file per region under parts_prefix. Returns the summary dict (rank 0)."""
+        argv=None, progress=None, regions=None, parts_out=None, qual_counts=None, phred64=False,
+        flank=partfile.FLANK):
+    """Align R1 (and R2) with the index at prefix into out (BAM), or with regions (a BED tiling the
+    genome) into the part file parts_out. Returns the summary dict (rank 0)."""
     if regions:
-        return run_parts(prefix, r1, r2, regions, parts_prefix, threads, rg, reference, batch_pairs, level,
-                         argv, progress, qual_counts)
+        return run_parts(prefix, r1, r2, regions, parts_out, threads, rg, reference, batch_pairs, level,
+                         argv, progress, qual_counts, phred64, flank)
     comm, rank, size = mpiwork.world()
     t0 = time.perf_counter()
+    _check_out(out, "-o")
     idx, header, rg_arr = _setup(prefix, rg, reference, threads, argv)
-    if os.path.isdir(out):
-        raise InputError(f"-o {out}: is a directory; give the BAM file's path")
-    outdir = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(outdir):
-        raise InputError(f"-o {out}: directory {outdir} does not exist")
     aligner = Aligner(idx)
     stats = Stats()
     counts = list(qualcal.new_counts())
@@ -67,7 +81,7 @@ def run(prefix, r1, r2, out, threads=1, rg=None, reference=None, batch_pairs=BAT
         writer = bam.BamWriter(level)
         if size == 1:
             writer.open(tmp, header)
-        for b, batch in mpiwork.batches(lambda: PairedReader(r1, r2, batch_pairs, guided=True), comm, rank, size):
+        for b, batch in mpiwork.batches(_reader(r1, r2, batch_pairs, phred64), comm, rank, size):
             aln, model, data, sizes = aligner.align_encode(batch, rg_arr, counts if qual_counts else None)
             if size > 1:
                 writer.open(os.path.join(parts, f"part-{b:07d}.bgzf"), b"")   # records only
@@ -75,28 +89,23 @@ def run(prefix, r1, r2, out, threads=1, rg=None, reference=None, batch_pairs=BAT
                 writer.close_file()
             else:
                 writer.write(data)
-            stats.add(aln, model)
+            stats.add(aln, model, batch.paired)
             if progress:
                 progress(stats)
         writer.close()
         writer = None
-        if size == 1:
-            os.replace(tmp, out)
-            if qual_counts:
-                qualcal.write_counts(qual_counts, *counts)
-        else:
+        if size > 1:
             allstats = comm.gather((stats, counts), root=0)
             if rank == 0:
-                for s, c in allstats[1:]:
-                    stats.merge(s)
-                    counts[0] += c[0]
-                    counts[1] += c[1]
-                if qual_counts:
-                    qualcal.write_counts(qual_counts, *counts)
+                _merge_stats(stats, counts, allstats)
                 files = sorted(os.listdir(parts))
                 bam.concat_records(tmp, header, [os.path.join(parts, f) for f in files], level)
-                os.replace(tmp, out)
                 shutil.rmtree(parts, ignore_errors=True)
+        if rank == 0:
+            if qual_counts:
+                qualcal.write_counts(qual_counts, *counts)
+            os.replace(tmp, out)
+        if size > 1:
             comm.Barrier()
     except BaseException as e:
         if writer is not None:
@@ -105,20 +114,27 @@ def run(prefix, r1, r2, out, threads=1, rg=None, reference=None, batch_pairs=BAT
             os.unlink(tmp)
         if parts and (rank == 0 or not isinstance(e, InputError)):
             shutil.rmtree(parts, ignore_errors=True)
-        if size > 1 and not isinstance(e, InputError):
-            # bad input stops every rank at the same record; anything else happened on this rank
-            # only, and the others would wait for it forever
-            import traceback
-            traceback.print_exc()
-            print(f"kernels.align: rank {rank} failed; aborting all {size} ranks", file=sys.stderr)
-            comm.Abort(1)
+        _fail_ranks(e, comm, rank, size)
         raise
     res = stats.summary()
-    res["seconds"] = round(time.perf_counter() - t0, 3)
-    res["ranks"] = size
-    res["threads"] = threads
-    res["bam"] = os.path.abspath(out)
+    res.update(seconds=round(time.perf_counter() - t0, 3), ranks=size, threads=threads, bam=os.path.abspath(out),
+               paired=r2 is not None)
     return res if rank == 0 else None
+
+
+def _merge_stats(stats, counts, allstats):
+    for s, c in allstats[1:]:
+        stats.merge(s)
+        counts[0] += c[0]
+        counts[1] += c[1]
+
+
+def _check_out(out, opt):
+    if os.path.isdir(out):
+        raise InputError(f"{opt} {out}: is a directory; give the BAM file's path")
+    outdir = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(outdir):
+        raise InputError(f"{opt} {out}: directory {outdir} does not exist")
 
 
 def _setup(prefix, rg, reference, threads, argv):
@@ -136,104 +152,95 @@ def _setup(prefix, rg, reference, threads, argv):
     return idx, header, rg_arr
 
 
-def run_parts(prefix, r1, r2, regions, parts_prefix, threads=1, rg=None, reference=None,
-              batch_pairs=BATCH_PAIRS, level=1, argv=None, progress=None, qual_counts=None):
-    """--regions/--parts: every read goes into the part file of the region holding its position
-    (a read placed at its unmapped mate's position too); pairs with no position go to the
-    unmapped part. Every part exists at the end, possibly empty. With K ranks a part holds the
-    same records as with one rank, grouped by rank."""
+def run_parts(prefix, r1, r2, regions, parts_out, threads=1, rg=None, reference=None,
+              batch_pairs=BATCH_PAIRS, level=1, argv=None, progress=None, qual_counts=None, phred64=False,
+              flank=partfile.FLANK):
+    """--regions/--parts: every read goes into the group of the region holding its position (a
+    read placed at its unmapped mate's position too); pairs with no position to the last group.
+    With K ranks the part file holds the same records as with one rank, in each group by rank."""
     comm, rank, size = mpiwork.world()
     t0 = time.perf_counter()
+    _check_out(parts_out, "--parts")
     idx, header, rg_arr = _setup(prefix, rg, reference, threads, argv)
     first, starts, reglist = read_regions(regions, idx.names, idx.lengths)
-    nreg = len(reglist)
-    pdir = os.path.dirname(os.path.abspath(parts_prefix))
-    if not os.path.isdir(pdir):
-        raise InputError(f"--parts {parts_prefix}: directory {pdir} does not exist")
-    finals = part_paths(parts_prefix, nreg)
-    mine = [f"{p}.rank{rank}.tmp" for p in finals]
-    counts = np.zeros(nreg + 1, np.int64)
+    ends = np.array([e for _, _, e in reglist], np.int64)
+    ngroups = partfile.n_groups(len(reglist))
+    mine = f"{parts_out}.rank{rank}.tmp{os.getpid()}" if size > 1 else f"{parts_out}.tmp{os.getpid()}"
     qcounts = list(qualcal.new_counts())
     aligner = Aligner(idx)
     stats = Stats()
     writer = bam.BamWriter(level)
+    pw = None
     try:
-        for p in mine:
-            writer.open(p, header)
-        for b, batch in mpiwork.batches(lambda: PairedReader(r1, r2, batch_pairs, guided=True), comm, rank, size):
+        pw = PartWriter(writer, mine, header, ngroups)
+        for b, batch in mpiwork.batches(_reader(r1, r2, batch_pairs, phred64), comm, rank, size):
             aln, model, data, sizes = aligner.align_encode(batch, rg_arr, qcounts if qual_counts else None)
-            regs = region_of_reads(aln, first, starts)
-            grouped, bounds = group_records(data, sizes, regs, nreg)
-            counts += np.bincount(np.where(regs < 0, nreg, regs), minlength=nreg + 1)
-            for g in np.flatnonzero(np.diff(bounds)):
-                writer.select(mine[g])
-                writer.write(grouped[bounds[g]:bounds[g + 1]])
-            stats.add(aln, model)
+            groups = group_of_reads(aln, first, starts, ends, flank)
+            pw.add(*group_records(data, sizes, groups, ngroups))
+            stats.add(aln, model, batch.paired)
             if progress:
                 progress(stats)
+        pw.close()
         writer.close()
         writer = None
+        records = pw.records
         if size > 1:
-            allstats = comm.gather((stats, counts, qcounts), root=0)
+            names = comm.gather(mine, root=0)
+            allstats = comm.gather((stats, qcounts, records), root=0)
             if rank == 0:
-                import pysam
-                for s_, c_, q_ in allstats[1:]:
+                for s_, q_, r_ in allstats[1:]:
                     stats.merge(s_)
-                    counts += c_
                     qcounts[0] += q_[0]
                     qcounts[1] += q_[1]
-                if qual_counts:
-                    qualcal.write_counts(qual_counts, *qcounts)
-                # the ranks' files of a region, concatenated in rank order (samtools cat)
-                for final in finals:
-                    files = [f"{final}.rank{k}.tmp" for k in range(size)]
-                    tmp = f"{final}.tmp{os.getpid()}"
-                    pysam.cat("-o", tmp, *files)
-                    os.replace(tmp, final)
-                    for f in files:
-                        os.unlink(f)
-            comm.Barrier()
+                    records = records + r_
+                partfile.merge(parts_out, names, header)
         else:
-            for p, final in zip(mine, finals):
-                os.replace(p, final)
+            os.replace(mine, parts_out)
+            for suffix in ("groups", "blocks"):
+                os.replace(partfile.paths(mine)[suffix], partfile.paths(parts_out)[suffix])
+        if rank == 0:
             if qual_counts:
                 qualcal.write_counts(qual_counts, *qcounts)
+            meta = partfile.write_manifest(parts_out, reglist, flank, records,
+                                           {"reads": stats.c["reads"], "paired": r2 is not None})
+        if size > 1:
+            comm.Barrier()
     except BaseException as e:
         if writer is not None:
             writer.abort()
-        for p in mine:
-            if os.path.exists(p):
-                os.unlink(p)
-        if size > 1 and not isinstance(e, InputError):
-            import traceback
-            traceback.print_exc()
-            print(f"kernels.align: rank {rank} failed; aborting all {size} ranks", file=sys.stderr)
-            comm.Abort(1)
+        partfile.remove(mine)
+        _fail_ranks(e, comm, rank, size)
         raise
     if rank != 0:
         return None
     res = stats.summary()
-    res.update(seconds=round(time.perf_counter() - t0, 3), ranks=size, threads=threads,
-               parts=[{"region": f"{c}:{s_ + 1}-{e}", "bam": os.path.abspath(p), "reads": int(n)}
-                      for (c, s_, e), p, n in zip(reglist, finals, counts)],
-               unmapped={"bam": os.path.abspath(finals[-1]), "reads": int(counts[nreg])})
+    res.update(seconds=round(time.perf_counter() - t0, 3), ranks=size, threads=threads, paired=r2 is not None,
+               parts=os.path.abspath(parts_out), regions=len(reglist),
+               unmapped_pairs_records=meta["unmapped_pairs_records"])
     return res
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m kernels.align",
-                                 description="Align paired-end short reads to a genefarm index; writes BAM.")
+                                 description="Align short reads (paired-end, or single-end with one FASTQ) to a "
+                                             "genefarm index; writes BAM.")
     ap.add_argument("prefix", help="index prefix (from python -m kernels.index)")
-    ap.add_argument("r1", help="mate 1 FASTQ (plain or gzip)")
-    ap.add_argument("r2", help="mate 2 FASTQ (plain or gzip)")
+    ap.add_argument("r1", help="FASTQ of mate 1, or of the single-end reads (plain or gzip)")
+    ap.add_argument("r2", nargs="?", help="FASTQ of mate 2 (paired-end)")
     out = ap.add_mutually_exclusive_group(required=True)
     out.add_argument("-o", "--output", help="output BAM")
-    out.add_argument("--parts", metavar="PREFIX",
-                     help="with --regions: write PREFIX.rNNNN.bam per region and PREFIX.unmapped.bam")
+    out.add_argument("--parts", metavar="OUT.bam",
+                     help="with --regions: write one part file, its records grouped by region (kernels.partfile)")
     ap.add_argument("--regions", metavar="BED", help="regions tiling the genome (chrom, start, end; 0-based)")
+    ap.add_argument("--flank", type=int, default=partfile.FLANK, metavar="BASES",
+                    help=f"with --parts: bases of each region's head and tail groups, which the calling of its "
+                         f"neighbours reads (default {partfile.FLANK:,})")
     ap.add_argument("-t", "--threads", type=int, default=1, help="threads per rank (default 1)")
     ap.add_argument("-R", "--read-group", help=r"read group header line, e.g. '@RG\tID:lane1\tSM:sample'")
     ap.add_argument("--reference", help="check that the index was built from this FASTA")
+    ap.add_argument("--phred64", action="store_true",
+                    help="the FASTQ qualities are Phred+64 (older Illumina): convert them (without it such "
+                         "files are refused)")
     ap.add_argument("--batch", type=int, default=BATCH_PAIRS, help=argparse.SUPPRESS)
     ap.add_argument("--level", type=int, default=1, choices=range(0, 10), metavar="0-9",
                     help="BGZF compression level (default 1: fast; 6 is samtools' default)")
@@ -246,21 +253,24 @@ def main(argv=None):
         note_compile()
     if a.threads < 1:
         raise InputError(f"-t {a.threads}: need at least one thread")
+    if a.flank < 0:
+        raise InputError(f"--flank {a.flank}: must be >= 0")
     if bool(a.parts) != bool(a.regions):
-        raise InputError("--parts and --regions go together (one part file per region)")
+        raise InputError("--parts and --regions go together (one part file, its records grouped by region)")
     res = run(a.prefix, a.r1, a.r2, a.output, a.threads, a.read_group, a.reference, a.batch, a.level,
               argv=["python -m kernels.align"] + (argv if argv is not None else sys.argv[1:]),
-              regions=a.regions, parts_prefix=a.parts, qual_counts=a.qual_counts)
+              regions=a.regions, parts_out=a.parts, qual_counts=a.qual_counts, phred64=a.phred64, flank=a.flank)
     if res is None:
         return 0
     if a.json:
         json.dump(res, sys.stdout, indent=1)
         print()
     if not a.quiet:
-        print(f"aligned {res['reads']:,} reads in {res['seconds']:.1f} s: mapped {100 * res['frac_mapped']:.2f}%, "
-              f"properly paired {100 * res['frac_proper']:.2f}%, MAPQ>=20 {100 * res['frac_mapq20']:.2f}%"
+        print(f"aligned {res['reads']:,} reads in {res['seconds']:.1f} s: mapped {100 * res['frac_mapped']:.2f}%"
+              + (f", properly paired {100 * res['frac_proper']:.2f}%" if res["paired"] else " (single-end)")
+              + f", MAPQ>=20 {100 * res['frac_mapq20']:.2f}%"
               + (f", insert {res['insert_mean']:.0f} +- {res['insert_std']:.0f}" if "insert_mean" in res else "")
-              + f" -> {a.output or a.parts + '.*.bam'}", file=sys.stderr)
+              + f" -> {a.output or a.parts}", file=sys.stderr)
     return 0
 
 

@@ -8,7 +8,7 @@ from kernels import bam, qualcal
 from kernels.candidates import EXTRA_CAND, MAX_SPREAD, candidates_batch
 from kernels.errors import InputError
 from kernels.pair import insert_model
-from kernels.place import pairs_batch, read_name_hashes
+from kernels.place import pairs_batch, read_name_hashes, singles_batch
 from kernels.scoring import BAND, MAX_CAND, params
 from kernels.types import ALN, CAND, F_PROPER, F_UNMAP, cigar_stride
 
@@ -19,11 +19,13 @@ class Aligner:
         self.idx = idx
         self.p = params() if p is None else p
         self.refoff = idx.offsets
+        # ALT and HLA contigs: their hits do not compete with the primary assembly's (place.prefer_primary)
+        self.alt = np.array([1 if k in ("alt", "hla") else 0 for k in idx.kinds], np.uint8)
 
     def align(self, batch):
         """ReadBatch -> (aln records, cigar buffer, its stride per read, insert-size model)."""
         idx, p = self.idx, self.p
-        nreads = 2 * batch.n
+        nreads = batch.nreads
         lens = np.diff(batch.roff)
         maxlen = int(lens.max()) if nreads else 1
         bmax = MAX_SPREAD + 2 * int(p[BAND]) + 2
@@ -34,12 +36,17 @@ class Aligner:
         rep = np.zeros(nreads, np.int32)
         candidates_batch(batch.seq, batch.roff, idx.seq, self.refoff, idx.mzb, idx.mzk, idx.mzo, idx.mzp,
                          idx.bucket_bits, idx.k, idx.w, p, maxlen, bmax, cand, ncand, nloci, rep)
-        model = insert_model(cand, ncand, lens)
         aln = np.zeros(nreads, ALN)
         cstride = cigar_stride(maxlen)
         cigs = np.zeros(nreads * cstride, np.uint32)
-        pairs_batch(batch.seq, batch.roff, batch.names, batch.noff, idx.seq, self.refoff, p, model, bmax,
-                    maxlen, cand, ncand, rep, aln, cigs, cstride)
+        if batch.paired:
+            model = insert_model(cand, ncand, lens)
+            pairs_batch(batch.seq, batch.roff, batch.names, batch.noff, idx.seq, self.refoff, self.alt, p, model,
+                        bmax, maxlen, cand, ncand, rep, aln, cigs, cstride)
+        else:
+            model = np.zeros(5, np.float64)
+            singles_batch(batch.seq, batch.roff, batch.names, batch.noff, idx.seq, self.refoff, self.alt, p, bmax,
+                          maxlen, cand, ncand, rep, aln, cigs, cstride)
         return aln, cigs, cstride, model
 
     def align_encode(self, batch, rg_arr, qcounts=None):
@@ -47,7 +54,8 @@ class Aligner:
         batch's base quality counts to qcounts when given."""
         aln, cigs, cstride, model = self.align(batch)
         sizes = np.empty(len(aln), np.int64)
-        data = bam.encode_batch(aln, batch.names, batch.noff, batch.seq, batch.qual, batch.roff, cigs, cstride, True,
+        data = bam.encode_batch(aln, batch.names, batch.noff, batch.seq, batch.qual, batch.roff, cigs, cstride,
+                                batch.paired,
                                 self.idx.seq, self.refoff, rg_arr, np.ones(len(aln), np.bool_), sizes)
         if qcounts is not None:
             count_qualities(qcounts, aln, batch, data, sizes, self.idx, self.refoff)
@@ -63,14 +71,15 @@ class Stats:
         self.c = dict.fromkeys(self.FIELDS, 0)
         self.isize = []
 
-    def add(self, aln, model):
+    def add(self, aln, model, paired=True):
         f = aln["flag"]
         mapped = (f & F_UNMAP) == 0
         self.c["reads"] += len(aln)
         self.c["mapped"] += int(mapped.sum())
         self.c["proper"] += int(((f & F_PROPER) != 0).sum())
         self.c["mapq20"] += int((mapped & (aln["mapq"] >= 20)).sum())
-        self.c["pairs_both_mapped"] += int((mapped[0::2] & mapped[1::2]).sum())
+        if paired:
+            self.c["pairs_both_mapped"] += int((mapped[0::2] & mapped[1::2]).sum())
         if model[0] > 0:
             self.isize.append((float(model[1]), float(model[2])))
 
@@ -94,7 +103,7 @@ def count_qualities(counts, aln, batch, data, sizes, idx, refoff):
     """Add the batch's base quality counts (kernels.qualcal) over the records just encoded."""
     starts = np.zeros(len(sizes), np.int64)
     np.cumsum(sizes[:-1], out=starts[1:])
-    sel = np.flatnonzero(qualcal.counted(aln["flag"], aln["mapq"], read_name_hashes(batch.names, batch.noff)))
+    sel = np.flatnonzero(qualcal.counted(aln["flag"], aln["mapq"], read_name_hashes(batch.names, batch.noff, batch.paired)))
     qualcal.count_errors(data, starts, sel, aln["pos"], aln["flag"], idx.seq, refoff, aln["tid"], *counts)
 
 

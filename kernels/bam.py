@@ -402,6 +402,16 @@ class BamWriter:
         self._send(b"F" + struct.pack("<I", len(p)) + p)
         self.write(header)
 
+    def open_grouped(self, path, header, ngroups):
+        """Start a part file (kernels.parts) with this header; write_group adds runs of records."""
+        p = path.encode()
+        self._send(b"P" + struct.pack("<I", len(p)) + p + struct.pack("<I", ngroups))
+        self.write(header)
+
+    def write_group(self, group, nrecords, data):
+        mv = memoryview(data).cast("B")
+        self._send(b"G" + struct.pack("<IIQ", group, nrecords, len(mv)), mv)
+
     def select(self, path):
         """Make an open file the current one."""
         p = path.encode()
@@ -473,12 +483,17 @@ def _body_size(fd, path):
 
 
 def _copy(src, dst, n):
+    copy_range(src, dst, 0, n)
+
+
+def copy_range(src, dst, start, n):
+    """n bytes of file src from offset start to dst's current position, in the kernel where it can."""
     off = 0
     while off < n:
         try:
-            k = os.copy_file_range(src, dst, n - off, off)
+            k = os.copy_file_range(src, dst, n - off, start + off)
         except OSError:                       # a filesystem without it: read and write
-            k = os.write(dst, os.pread(src, min(n - off, 8 << 20), off))
+            k = os.write(dst, os.pread(src, min(n - off, 8 << 20), start + off))
         if k == 0:
             raise OSError("the part file shrank while it was being copied")
         off += k

@@ -299,13 +299,17 @@ def read_bam(path, rg_ids=(), into=None):
     p += 4
     for _ in range(n_ref):
         p += 4 + _le32(buf, p) + 4
+    return scan_records(buf, p, top, rg_ids, path), hdr
+
+
+def scan_records(buf, start, top, rg_ids, path):
+    """The records in buf[start:top] (BAM records end to end, no header) as Reads pointing into buf."""
     ids = [g.encode() for g in rg_ids]
     rg_arr = np.frombuffer(b"".join(ids), np.uint8) if ids else np.empty(0, np.uint8)
     rg_off = np.zeros(len(ids) + 1, np.int64)
     np.cumsum([len(x) for x in ids], out=rg_off[1:])
     chunks = []
-    start = p
-    cap = max(1024, (top - p) // 300 + 16)      # about 300 bytes a record for 2x150 reads
+    cap = max(1024, (top - start) // 300 + 16)      # about 300 bytes a record for 2x150 reads
     while True:
         cols = _alloc(cap)
         cnt, q, err = scan_bam(buf, top, start, rg_arr, rg_off, cap, *cols)
@@ -319,7 +323,22 @@ def read_bam(path, rg_ids=(), into=None):
             raise InputError(f"{path}: the BAM ends inside a record (truncated file?)")
     roff = np.concatenate([o[:-1] for o, _ in chunks])
     columns = [np.concatenate([c[i] for _, c in chunks]) for i in range(len(chunks[0][1]))]
-    return Reads(buf, roff, *columns), hdr
+    return Reads(buf, roff, *columns)
+
+
+def read_parts(parts, groups, rg_ids=()):
+    """The records of the given groups of part files (kernels.partfile.PartFile), inflated into
+    one buffer: Reads in part order, then group order."""
+    from kernels.partfile import inflate_runs
+    runs = [p.runs(groups) for p in parts]
+    buf = np.empty(int(sum(int(r[:, 2].sum()) for r in runs)), np.uint8)
+    got, at = [], 0
+    for p, r in zip(parts, runs):
+        end = inflate_runs(p.path, r, buf, at)
+        got.append(scan_records(buf, at, end, rg_ids, p.path) if end > at else None)
+        at = end
+    got = [g for g in got if g is not None]
+    return concat(got) if got else scan_records(buf, 0, 0, rg_ids, "")
 
 
 def read_bams(paths, rg_ids=(), spare=0):

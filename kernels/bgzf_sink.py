@@ -8,6 +8,10 @@ at once (the aligner's per-region part files):
     b"S" <u32 length> <path>    make an open file the current one
     b"D" <u64 length> <bytes>   data for the current file
     b"C"                        close the current file
+    b"P" <u32 length> <path> <u32 groups>   open a part file (kernels.parts): its header comes
+                                as D data, then its records group by group:
+    b"G" <u32 group> <u32 records> <u64 length> <bytes>   a run of one group's records, in BGZF
+                                blocks of their own; on C the part file's tables are written
 The level is argv[1]. Exit 0 once stdin ends and every file is closed; any error: exit 1 with
 the reason on stderr (the parent reports it).
 """
@@ -15,6 +19,8 @@ import struct
 import sys
 
 import pysam.libcbgzf
+
+from kernels.partfile import write_tables
 
 PIECE = 4 << 20
 
@@ -30,6 +36,7 @@ def main():
     level = int(sys.argv[1])
     inp = sys.stdin.buffer
     files = {}
+    grouped = {}                  # part file -> (number of groups, runs written)
     cur = None
     try:
         while True:
@@ -51,8 +58,33 @@ def main():
                     piece = _read(inp, min(n, PIECE))
                     f.write(piece)
                     n -= len(piece)
+            elif t == b"P":
+                (n,) = struct.unpack("<I", _read(inp, 4))
+                path = _read(inp, n).decode()
+                (ng,) = struct.unpack("<I", _read(inp, 4))
+                if path in files:
+                    raise ValueError(f"{path} is already open")
+                files[path] = pysam.libcbgzf.BGZFile(path, f"wb{level}")
+                grouped[path] = (ng, [])
+                cur = path
+            elif t == b"G":
+                g, nrec, n = struct.unpack("<IIQ", _read(inp, 16))
+                f = files[cur]
+                f.flush()                          # the run starts a block of its own
+                start = f.tell() >> 16
+                size = n
+                while n > 0:
+                    piece = _read(inp, min(n, PIECE))
+                    f.write(piece)
+                    n -= len(piece)
+                f.flush()
+                end = f.tell() >> 16
+                grouped[cur][1].append((g, start, end - start, size, nrec))
             elif t == b"C":
                 files.pop(cur).close()
+                if cur in grouped:
+                    ng, rows = grouped.pop(cur)
+                    write_tables(cur, rows, ng)
                 cur = None
             else:
                 raise ValueError(f"unknown message {t!r}")

@@ -27,7 +27,8 @@ class Unloaded(Exception):
 
 
 class Caller:
-    """Calls intervals from sorted, duplicate-marked reads."""
+    """Calls intervals from sorted, duplicate-marked reads. ref: a kernels.reference.RefView (its
+    bases are loaded around each window before it is piled up)."""
 
     def __init__(self, ref, reads, qerr, extent=None):
         self.ref = ref
@@ -59,6 +60,9 @@ class Caller:
                 a, b = self.extent.get(t, (0, 0))
                 if (ws > 0 and ws - self.span < a) or (we < clen and we > b):
                     raise Unloaded(f"{iv}: a window {iv.chrom}:{ws + 1}-{we} reaches beyond the loaded reads")
+            # the bases the window's reads, indels and haplotypes can touch
+            pad = 2 * self.span + MAX_DEL + MAX_SHIFT + 200
+            self.ref.load(t, ws - pad, we + pad)
             res = self._window(iv, t, contig, ws, we, guard)
             if res is not None:
                 return res

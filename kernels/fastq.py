@@ -1,4 +1,4 @@
-"""Paired FASTQ input: two files read in step, checked, cut into batches of read pairs.
+"""FASTQ input: two files read in step (pairs) or one (single-end), checked, cut into batches.
 
 A thread per file decompresses (gzip, bgzip or plain; ISA-L's inflate, about 3x zlib's) into blocks
 while the aligner works; numba
@@ -6,16 +6,18 @@ scans the blocks for records. Everything a user can get wrong is reported with t
 record number and what to do: a truncated gzip stream, a file that ends mid-record, a header
 that is not '@...', a missing '+' line, sequence and quality of different lengths, a character
 that is not a base or a quality, R1 and R2 with different read counts or mismatched names, and
-an empty file.
+an empty file, a read name longer than BAM allows (254 bytes), qualities that are Phred+64
+(older Illumina and some archives; refused unless phred64=True converts them).
 
-ReadBatch (one batch of pairs; read 2i is mate 1 of pair i, read 2i+1 its mate 2):
-    first     index of the batch's first pair in the files (0-based)
-    n         number of pairs
-    names     uint8[]    read names (without a trailing /1 or /2), one per pair, end to end
-    noff      int64[n+1] pair i's name is names[noff[i]:noff[i+1]]
+ReadBatch (one batch; paired: read 2i is mate 1 of pair i, read 2i+1 its mate 2):
+    first     index of the batch's first pair (or read) in the files (0-based)
+    n         number of pairs (single-end: of reads)
+    paired    True for pairs
+    names     uint8[]    read names (without a trailing /1 or /2), one per pair (or read), end to end
+    noff      int64[n+1] name i is names[noff[i]:noff[i+1]]
     seq       uint8[]    base codes (kernels.dna) of all reads, end to end
-    qual      uint8[]    Phred qualities (FASTQ character - 33)
-    roff      int64[2n+1] read r is seq[roff[r]:roff[r+1]]
+    qual      uint8[]    Phred qualities (FASTQ character - 33, or - 64 with phred64)
+    roff      int64[nreads+1] read r is seq[roff[r]:roff[r+1]]; nreads = 2n paired, n single-end
 """
 import gzip
 import os
@@ -31,6 +33,7 @@ from kernels._numba import jit
 from kernels.dna import ENCODE
 from kernels.errors import InputError
 from kernels.seed import MAX_READ_LEN
+from kernels.types import MAX_NAME
 
 BLOCK = 1 << 20
 # guided batch sizes: once less than TAPER full batches are left, a batch is a TAPER-th of what is
@@ -39,7 +42,10 @@ TAPER, MIN_PART = 4, 8
 # scan_records error codes
 E_OK, E_HEADER, E_PLUS, E_QLEN, E_TRUNC, E_LONG = 0, 1, 2, 3, 4, 5
 # fill_batch error codes
-F_OK, F_NAME, F_BASE, F_QUAL = 0, 1, 2, 3
+F_OK, F_NAME, F_BASE, F_QUAL, F_LONGNAME = 0, 1, 2, 3, 4
+# qualities: Phred+33 characters from '!'; a file whose lowest quality character is at least '@'
+# and whose highest is beyond 'J' (Q41, the top of Phred+33 short-read instruments) is Phred+64
+P64_MIN, P33_TOP = 64, 74
 
 
 @dataclass
@@ -51,6 +57,11 @@ class ReadBatch:
     seq: np.ndarray
     qual: np.ndarray
     roff: np.ndarray
+    paired: bool = True
+
+    @property
+    def nreads(self):
+        return 2 * self.n if self.paired else self.n
 
     def name(self, i):
         return self.names[self.noff[i]:self.noff[i + 1]].tobytes().decode(errors="replace")
@@ -125,43 +136,57 @@ def scan_records(buf, n, max_recs, at_eof, recs):
 
 
 @jit
-def fill_batch(buf1, recs1, buf2, recs2, n, enc, names, noff, seq, qual, roff):
-    """Copy n pairs into batch arrays (sized by the caller). Returns (error, pair, mate)."""
+def fill_batch(bufs, recs, nfiles, n, enc, qoff, names, noff, seq, qual, roff):
+    """Copy n pairs (nfiles = 2: record i of file 1 and of file 2) or n reads (nfiles = 1) into
+    batch arrays (sized by the caller). qoff: 33 (Phred+33) or 64. Returns (error, record, mate,
+    lowest quality character, highest quality character)."""
     np_ = 0
     ps = 0
     noff[0] = 0
     roff[0] = 0
+    qlo = np.int64(255)
+    qhi = np.int64(0)
+    buf1 = bufs[0]
+    rec1 = recs[0]
     for i in range(n):
-        a0 = recs1[i, 0]
-        a1 = recs1[i, 1]
-        b0 = recs2[i, 0]
-        b1 = recs2[i, 1]
-        if a1 - a0 != b1 - b0:
-            return F_NAME, i, 0
+        a0 = rec1[i, 0]
+        a1 = rec1[i, 1]
+        if a1 - a0 > 254:
+            return F_LONGNAME, i, 0, qlo, qhi
+        if nfiles == 2:
+            b0 = recs[1][i, 0]
+            b1 = recs[1][i, 1]
+            if a1 - a0 != b1 - b0:
+                return F_NAME, i, 0, qlo, qhi
+            for t in range(a1 - a0):
+                if buf1[a0 + t] != bufs[1][b0 + t]:
+                    return F_NAME, i, 0, qlo, qhi
         for t in range(a1 - a0):
-            if buf1[a0 + t] != buf2[b0 + t]:
-                return F_NAME, i, 0
             names[np_ + t] = buf1[a0 + t]
         np_ += a1 - a0
         noff[i + 1] = np_
-        for mate in range(2):
-            buf = buf1 if mate == 0 else buf2
-            recs = recs1 if mate == 0 else recs2
-            s = recs[i, 2]
-            L = recs[i, 3]
-            qs = recs[i, 4]
+        for mate in range(nfiles):
+            buf = bufs[mate]
+            rc = recs[mate]
+            s = rc[i, 2]
+            L = rc[i, 3]
+            qs = rc[i, 4]
             for t in range(L):
                 c = enc[buf[s + t]]
                 if c == 255:
-                    return F_BASE, i, mate
+                    return F_BASE, i, mate, qlo, qhi
                 seq[ps + t] = c
-                qv = buf[qs + t]
-                if qv < 33 or qv > 126:
-                    return F_QUAL, i, mate
-                qual[ps + t] = qv - 33
+                qv = np.int64(buf[qs + t])
+                if qv < qoff or qv > 126:
+                    return F_QUAL, i, mate, qlo, qhi
+                if qv < qlo:
+                    qlo = qv
+                if qv > qhi:
+                    qhi = qv
+                qual[ps + t] = qv - qoff
             ps += L
-            roff[2 * i + mate + 1] = ps
-    return F_OK, 0, 0
+            roff[nfiles * i + mate + 1] = ps
+    return F_OK, 0, 0, qlo, qhi
 
 
 class _Blocks(threading.Thread):
@@ -327,19 +352,28 @@ class _Stream:
         raise InputError(f"{where} {msg}")
 
 
-class PairedReader:
-    """Iterate over ReadBatch objects of `batch` pairs from R1 and R2. With guided=True the last
-    few batches of a regular file are smaller (see TAPER): the same whoever reads them, so that
-    the batches, and the records, do not depend on how many MPI ranks share them."""
+class FastqReader:
+    """Iterate over ReadBatch objects of `batch` pairs from R1 and R2, or of `batch` reads from one
+    FASTQ (r2=None: single-end). With guided=True the last few batches of a regular file are
+    smaller (see TAPER): the same whoever reads them, so that the batches, and the records, do not
+    depend on how many MPI ranks share them. phred64: the qualities are Phred+64 (converted);
+    without it a file that looks Phred+64 is refused."""
 
-    def __init__(self, r1, r2, batch=10000, guided=False):
+    def __init__(self, r1, r2=None, batch=10000, guided=False, phred64=False):
         self.r1, self.r2, self.batch, self.guided = r1, r2, batch, guided
-        self.s1 = _Stream(r1)
-        self.s2 = _Stream(r2)
+        self.paired = r2 is not None
+        self.qoff = 64 if phred64 else 33
+        self.streams = [_Stream(r1)] + ([_Stream(r2)] if self.paired else [])
+        self.qlo = [255] * len(self.streams)
+        self.qhi = [0] * len(self.streams)
+
+    @property
+    def paths(self):
+        return [self.r1, self.r2] if self.paired else [self.r1]
 
     def close(self):
-        self.s1.close()
-        self.s2.close()
+        for s in self.streams:
+            s.close()
 
     def __enter__(self):
         return self
@@ -357,63 +391,114 @@ class PairedReader:
         number = 0
         while True:
             want = self._next_size()
-            b1, rec1, n1 = self.s1.take(want)
-            b2, rec2, n2 = self.s2.take(want)
-            if n1 != n2:
+            got = [s.take(want) for s in self.streams]
+            counts = [g[2] for g in got]
+            if self.paired and counts[0] != counts[1]:
+                n1, n2 = counts
                 short, longer = (self.r1, self.r2) if n1 < n2 else (self.r2, self.r1)
                 raise InputError(f"{short} ends after {first + min(n1, n2)} reads but {longer} has more: "
                                  f"R1 and R2 must hold the same reads in the same order")
-            if n1 == 0:
+            n = counts[0]
+            if n == 0:
                 if first == 0:
-                    raise InputError(f"{self.r1} and {self.r2}: no reads (empty FASTQ files)")
+                    what = f"{self.r1} and {self.r2}" if self.paired else self.r1
+                    raise InputError(f"{what}: no reads (empty FASTQ file{'s' if self.paired else ''})")
                 return
-            yield number, self._fill(b1, rec1, b2, rec2, n1, first)
-            first += n1
+            yield number, self._fill(got, n, first)
+            first += n
             number += 1
-            if n1 < want:
-                # the files ended inside this take(); make sure both really are at their end
-                _, _, m1 = self.s1.take(1)
-                _, _, m2 = self.s2.take(1)
-                if m1 or m2:
-                    longer = self.r1 if m1 else self.r2
-                    raise InputError(f"{longer} has more reads than its mate file (> {first}): "
-                                     f"R1 and R2 must hold the same reads in the same order")
+            if n < want:
+                if self.paired:
+                    # the files ended inside this take(); make sure both really are at their end
+                    m1, m2 = (s.take(1)[2] for s in self.streams)
+                    if m1 or m2:
+                        longer = self.r1 if m1 else self.r2
+                        raise InputError(f"{longer} has more reads than its mate file (> {first}): "
+                                         f"R1 and R2 must hold the same reads in the same order")
                 return
 
     def _next_size(self):
-        left = self.s1.records_left() if self.guided else None
+        left = self.streams[0].records_left() if self.guided else None
         if left is None:
             return self.batch
         return int(min(self.batch, max(self.batch // MIN_PART, left // TAPER, 1)))
 
-    def _fill(self, b1, rec1, b2, rec2, n, first):
-        nlen = int((rec1[:n, 1] - rec1[:n, 0]).sum())
-        slen = int(rec1[:n, 3].sum() + rec2[:n, 3].sum())
+    def _fill(self, got, n, first):
+        bufs = tuple(g[0] for g in got)
+        recs = tuple(g[1] for g in got)
+        nf = len(got)
+        nlen = int((recs[0][:n, 1] - recs[0][:n, 0]).sum())
+        slen = int(sum(r[:n, 3].sum() for r in recs))
         names = np.empty(nlen, np.uint8)
         noff = np.empty(n + 1, np.int64)
         seq = np.empty(slen, np.uint8)
         qual = np.empty(slen, np.uint8)
-        roff = np.empty(2 * n + 1, np.int64)
-        err, i, mate = fill_batch(b1, rec1, b2, rec2, n, ENCODE, names, noff, seq, qual, roff)
+        roff = np.empty(nf * n + 1, np.int64)
+        if nf == 1:
+            bufs, recs = bufs * 2, recs * 2
+        err, i, mate, qlo, qhi = fill_batch(bufs, recs, nf, n, ENCODE, self.qoff, names, noff, seq, qual, roff)
         if err != F_OK:
-            self._error(err, i, mate, b1, rec1, b2, rec2, first)
-        return ReadBatch(first, n, names, noff, seq, qual, roff)
+            self._error(err, i, mate, bufs, recs, first)
+        self._check_encoding(qlo, qhi)
+        return ReadBatch(first, n, names, noff, seq, qual, roff, self.paired)
 
-    def _error(self, err, i, mate, b1, rec1, b2, rec2, first):
+    def _check_encoding(self, qlo, qhi):
+        """Refuse Phred+64 qualities read as Phred+33 (they would all look like Q31 and above)."""
+        if self.qoff != 33:
+            return
+        self.qlo[0] = min(self.qlo[0], int(qlo))
+        self.qhi[0] = max(self.qhi[0], int(qhi))
+        if self.qlo[0] >= P64_MIN and self.qhi[0] > P33_TOP:
+            raise InputError(f"{self.r1}: the qualities look Phred+64, not Phred+33: the lowest quality character "
+                             f"so far is {chr(self.qlo[0])!r} and the highest {chr(self.qhi[0])!r} (Q{self.qhi[0] - 33} "
+                             f"in Phred+33, more than any Illumina instrument writes). Give --phred64 to convert "
+                             f"them, or convert the files first (`seqtk seq -Q64 -V`)")
+
+    def _error(self, err, i, mate, bufs, recs, first):
         """Raise the InputError for a fill_batch error code."""
         rec = first + i
         if err == F_NAME:
-            n1 = b1[rec1[i, 0]:rec1[i, 1]].tobytes().decode(errors="replace")
-            n2 = b2[rec2[i, 0]:rec2[i, 1]].tobytes().decode(errors="replace")
+            n1 = bufs[0][recs[0][i, 0]:recs[0][i, 1]].tobytes().decode(errors="replace")
+            n2 = bufs[1][recs[1][i, 0]:recs[1][i, 1]].tobytes().decode(errors="replace")
             raise InputError(f"read {rec + 1}: names differ between {self.r1} ({n1!r}) and {self.r2} ({n2!r}): "
                              f"R1 and R2 must hold the same reads in the same order")
-        path = self.r1 if mate == 0 else self.r2
-        what = "sequence has a character that is not a base" if err == F_BASE else \
-            "quality has a character outside '!'..'~'"
+        path = self.paths[mate]
+        if err == F_LONGNAME:
+            ln = int(recs[0][i, 1] - recs[0][i, 0])
+            raise InputError(f"{path}: record {rec + 1} (line {4 * rec + 1}): the read name is {ln} bytes long; "
+                             f"BAM holds at most {MAX_NAME}. Shorten the names (e.g. keep the part before the "
+                             f"first space or colon-separated instrument fields)")
+        if err == F_BASE:
+            what = "sequence has a character that is not a base"
+        elif self.qoff == 64:
+            what = ("quality has a character below '@': not Phred+64 (drop --phred64 if the file is Phred+33)")
+        else:
+            what = "quality has a character outside '!'..'~'"
         raise InputError(f"{path}: record {rec + 1} (line {4 * rec + 1}): {what}")
 
 
+class PairedReader(FastqReader):
+    """FastqReader of two files (R1, R2): batches of pairs."""
+
+    def __init__(self, r1, r2, batch=10000, guided=False, phred64=False):
+        super().__init__(r1, r2, batch, guided, phred64)
+
+
 # ---------------------------------------------------------------- slow twin (plain Python)
+
+def read_records_slow(path, qoff=33):
+    """All records of one FASTQ as [(name, seq, qual)] with plain Python parsing (no checks)."""
+    op = gzip.open if open(path, "rb").read(2) == b"\x1f\x8b" else open
+    with op(path, "rb") as f:
+        lines = [ln.rstrip(b"\r\n") for ln in f if ln.strip()]
+    out = []
+    for i in range(0, len(lines), 4):
+        name = lines[i][1:].split()[0]
+        if name.endswith((b"/1", b"/2")):
+            name = name[:-2]
+        out.append((name, lines[i + 1], bytes(c - qoff for c in lines[i + 3])))
+    return out
+
 
 def read_pairs_slow(r1, r2):
     """All pairs as [(name, seq1, qual1, seq2, qual2)] with plain Python parsing (no checks)."""

@@ -31,14 +31,15 @@ def _name_hash(names, a, b):
 
 
 @jit
-def read_name_hashes(names, noff):
+def read_name_hashes(names, noff, paired):
     """FNV-1a hash of every read's name (both mates of a pair share it), as kernels.bamread has it."""
     n = noff.shape[0] - 1
-    out = np.empty(2 * n, np.uint64)
+    per = 2 if paired else 1
+    out = np.empty(per * n, np.uint64)
     for i in range(n):
         h = _name_hash(names, noff[i], noff[i + 1])
-        out[2 * i] = h
-        out[2 * i + 1] = h
+        for m in range(per):
+            out[per * i + m] = h
     return out
 
 
@@ -137,10 +138,109 @@ def _pick_best(cr, n, h):
     return 0
 
 
+@jit
+def prefer_primary(cr, n, alt, tmp, min_score):
+    """bwa mem's ALT rules: when a read has a placement on the primary assembly (alt[tid] == 0)
+    scoring at least min_score, only its primary-assembly candidates compete: one of them is
+    reported, and its mapping quality is computed among them alone (an ALT copy of the same
+    sequence does not make it ambiguous). A read placed on ALT contigs only keeps all its
+    candidates. Moves the primary-assembly candidates before the others (keeping their order)
+    and returns how many candidates compete. tmp: a one-record CAND array."""
+    m = 0
+    best = -1
+    for i in range(n):
+        if alt[cr[i].tid] == 0:
+            if cr[i].score > best:
+                best = cr[i].score
+            if i != m:
+                tmp[0] = cr[i]
+                for j in range(i, m, -1):
+                    cr[j] = cr[j - 1]
+                cr[m] = tmp[0]
+            m += 1
+    return m if (m > 0 and best >= min_score) else n
+
+
+def prefer_primary_slow(cands, alt, min_score):
+    """The same on a list of (tid, score, ...) tuples: (reordered list, count competing)."""
+    pri = [c for c in cands if alt[c[0]] == 0]
+    rest = [c for c in cands if alt[c[0]] != 0]
+    ok = pri and max(c[1] for c in pri) >= min_score
+    return pri + rest, (len(pri) if ok else len(cands))
+
+
+@jit
+def _record_single(a, x, L, q, rcq, sub, nsub, rep, ref, refoff, p, Hp, Hc, Fp, Fc, tb, cig, rops, rlens,
+                   cigs, co):
+    """Fill a single-end read's record a from its chosen candidate x."""
+    a.mapq = min(60, mapq_se(x, L, sub, nsub, rep, p[MATCH], p[MISMATCH]))
+    if x.gapped:
+        qq = q if x.rel == 0 else rcq
+        sc, rb, nc = align_cigar(qq, L, ref, refoff[x.tid], refoff[x.tid + 1], x.gdlo, x.gdhi,
+                                 p, Hp, Hc, Fp, Fc, tb, cig, rops, rlens)
+        for t in range(nc):
+            cigs[co + t] = cig[t]
+    else:
+        nc = cigar_ungapped(x.qb, x.qe, L, cigs[co:co + 3])
+    a.ncig = nc
+    a.tid = x.tid
+    a.pos = x.rb - refoff[x.tid]
+    a.rev = x.rel
+    a.score = x.score
+    a.sub = sub
+    if x.rel:
+        a.flag |= F_REVERSE
+
+
 @pjit
-def pairs_batch(seq, roff, names, noff, ref, refoff, p, model, bmax, maxlen, cand, ncand, rep,
+def singles_batch(seq, roff, names, noff, ref, refoff, alt, p, bmax, maxlen, cand, ncand, rep, aln, cigs, cstride):
+    """Phase 3 for single-end reads: the best placement of every read (ties broken by the name's
+    hash), its MAPQ, CIGAR and flags; no mate fields."""
+    nreads = roff.shape[0] - 1
+    chunk = (nreads + NCHUNKS - 1) // NCHUNKS
+    for c in prange(NCHUNKS):
+        rcq = np.empty(maxlen + 1, np.uint8)
+        Hp = np.empty(bmax, np.int32)
+        Hc = np.empty(bmax, np.int32)
+        Fp = np.empty(bmax, np.int32)
+        Fc = np.empty(bmax, np.int32)
+        tb = np.empty((maxlen + 1) * bmax, np.uint8)
+        cig = np.empty(2 * maxlen + 8, np.uint32)
+        rops = np.empty(2 * maxlen + 8, np.int64)
+        rlens = np.empty(2 * maxlen + 8, np.int64)
+        ctmp = np.empty(1, CAND)
+        for r in range(c * chunk, min(nreads, (c + 1) * chunk)):
+            L = roff[r + 1] - roff[r]
+            q = seq[roff[r]:roff[r + 1]]
+            rc_into(q, L, rcq)
+            cr = cand[r]
+            n = prefer_primary(cr, ncand[r], alt, ctmp, p[MIN_SCORE])
+            a = aln[r]
+            a.ncig = 0
+            a.sub = -1
+            a.mapq = 0
+            a.score = 0
+            a.rev = 0
+            a.tid = -1
+            a.pos = -1
+            a.mtid = -1
+            a.mpos = -1
+            a.tlen = 0
+            a.flag = 0
+            ch = _pick_best(cr, n, _name_hash(names, noff[r], noff[r + 1]))
+            if ch < 0 or cr[ch].score < p[MIN_SCORE]:
+                a.flag = F_UNMAP
+                continue
+            sub, nsub = _sub_of(cr, n, ch)
+            _record_single(a, cr[ch], L, q, rcq, sub, nsub, rep[r], ref, refoff, p, Hp, Hc, Fp, Fc, tb, cig, rops,
+                           rlens, cigs, r * cstride)
+
+
+@pjit
+def pairs_batch(seq, roff, names, noff, ref, refoff, alt, p, model, bmax, maxlen, cand, ncand, rep,
                 aln, cigs, cstride):
-    """Phase 3: for every pair, rescue, choose the placements, and fill aln/cigs."""
+    """Phase 3: for every pair, rescue, choose the placements, and fill aln/cigs. alt[tid] is 1
+    for ALT (and HLA) contigs: see prefer_primary."""
     npairs = noff.shape[0] - 1
     chunk = (npairs + NCHUNKS - 1) // NCHUNKS
     cap = cand.shape[1]
@@ -204,6 +304,8 @@ def pairs_batch(seq, roff, names, noff, ref, refoff, p, model, bmax, maxlen, can
                 n1 = sort_dedup(c1, n1, ctmp)
                 ncand[r0] = n0
                 ncand[r1] = n1
+            n0 = prefer_primary(c0, n0, alt, ctmp, p[MIN_SCORE])
+            n1 = prefer_primary(c1, n1, alt, ctmp, p[MIN_SCORE])
             # --- pairs
             npr = 0
             if model[IS_VALID] > 0:

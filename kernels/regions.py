@@ -1,7 +1,10 @@
 """Genomic regions: parsing 'CHR:START-END', and cutting a genome into N regions.
 
 An Interval is 0-based and half-open internally; on the command line and in messages regions
-are written as samtools writes them: CHR:START-END, 1-based, both ends included.
+are written as samtools writes them: CHR:START-END, 1-based, both ends included. Contig names
+may hold ':' and '*' (GRCh38's HLA-A*01:01:01:01): as in htslib, a region is the whole string
+when that is a contig, else the contig before its last ':' and the range after; '{NAME}:S-E'
+says it without doubt, and it is how a region is written when its contig's name holds ':'.
 """
 import re
 from dataclasses import dataclass
@@ -10,7 +13,13 @@ import numpy as np
 
 from kernels.errors import InputError
 
-_REGION = re.compile(r"^(?P<chrom>[^:\s]+)(?::(?P<start>[\d,]+)(?:-(?P<end>[\d,]+))?)?$")
+_RANGE = re.compile(r"^(?P<start>\d[\d,]*)(?:-(?P<end>\d[\d,]*)?)?$")
+
+
+def region_text(chrom, start, end):
+    """CHR:START-END (1-based, inclusive) for a 0-based half-open interval; {CHR} when CHR holds ':'."""
+    c = f"{{{chrom}}}" if ":" in chrom else chrom
+    return f"{c}:{start + 1}-{end}"
 
 
 @dataclass(frozen=True)
@@ -20,27 +29,55 @@ class Interval:
     end: int        # excluded
 
     def __str__(self):
-        return f"{self.chrom}:{self.start + 1}-{self.end}"
+        return region_text(self.chrom, self.start, self.end)
 
     def __len__(self):
         return self.end - self.start
 
 
 def parse_region(text, lengths):
-    """'chr1:1001-2000' (1-based, inclusive), 'chr1:1001' (to the end) or 'chr1' -> Interval.
-    lengths: {contig: length}."""
-    m = _REGION.match(text.strip())
-    if not m:
-        raise InputError(f"--region {text!r}: not a region; write CHR, CHR:START or CHR:START-END "
-                         f"(1-based, e.g. chr20:10000001-10500000)")
-    chrom = m.group("chrom")
+    """'chr1:1001-2000' (1-based, inclusive), 'chr1:1001' or 'chr1:1001-' (to the end), 'chr1',
+    or '{NAME}:...' for a name holding ':' -> Interval. lengths: {contig: length}."""
+    t = text.strip()
+    how = ("write CHR, CHR:START or CHR:START-END (1-based, e.g. chr20:10000001-10500000), and {NAME}:START-END "
+           "for a contig whose name holds ':'")
+    rng = None
+    if t.startswith("{"):
+        close = t.find("}")
+        if close < 0 or (close + 1 < len(t) and t[close + 1] != ":"):
+            raise InputError(f"--region {text!r}: not a region; {how}")
+        chrom, rng = t[1:close], (t[close + 2:] if close + 1 < len(t) else None)
+    else:
+        i = t.rfind(":")
+        split = (t[:i], t[i + 1:]) if i > 0 and _RANGE.match(t[i + 1:]) and t[:i] in lengths else None
+        if t in lengths and split:
+            raise InputError(f"--region {text!r}: ambiguous: {t!r} is a contig and so is {split[0]!r}; write "
+                             f"{{{t}}} for the whole contig or {{{split[0]}}}:{split[1]} for the range")
+        if t in lengths:
+            chrom = t
+        elif split:
+            chrom, rng = split
+        else:
+            if i > 0 and t[:i] in lengths:
+                raise InputError(f"--region {text!r}: not a region: {t[i + 1:]!r} is not START or START-END; {how}")
+            chrom = t[:i] if i > 0 and _RANGE.match(t[i + 1:]) else t
+            some = ", ".join(list(lengths)[:5])
+            if not chrom or any(ch.isspace() for ch in chrom):
+                raise InputError(f"--region {text!r}: not a region; {how}")
+            raise InputError(f"--region {text!r}: contig {chrom!r} is not in the reference (it has {some}"
+                             f"{', ...' if len(lengths) > 5 else ''})")
     if chrom not in lengths:
         some = ", ".join(list(lengths)[:5])
         raise InputError(f"--region {text!r}: contig {chrom!r} is not in the reference (it has {some}"
                          f"{', ...' if len(lengths) > 5 else ''})")
     n = lengths[chrom]
-    start = int(m.group("start").replace(",", "")) if m.group("start") else 1
-    end = int(m.group("end").replace(",", "")) if m.group("end") else n
+    start, end = 1, n
+    if rng:
+        m = _RANGE.match(rng)
+        if not m:
+            raise InputError(f"--region {text!r}: not a region; {how}")
+        start = int(m.group("start").replace(",", ""))
+        end = int(m.group("end").replace(",", "")) if m.group("end") else n
     if start < 1 or end < start:
         raise InputError(f"--region {text!r}: START must be >= 1 and END >= START")
     if start > n or end > n:

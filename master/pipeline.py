@@ -4,12 +4,13 @@
             the reference's content hash, so every sample of that reference shares it)
     split   R1 + R2 -> chunk files (the kernel checks the pair: counts and names)
     (plan)  index -> regions.bed: the region planner, run by the master itself, cached by key
-    align   per chunk: index + chunk + regions.bed -> one BAM part per region (+ unmapped) and
-            the chunk's base-quality counts
-    call    per region: the parts of the region and its two neighbours, from every chunk, and
-            every chunk's quality counts (so a region is called as the whole sample would be) ->
-            region VCF + region BAM
-    gather  region VCFs + region BAMs -> sample VCF.gz + TBI, BAM + BAI, QC summary
+    align   per chunk: index + chunk + regions.bed -> one part file (kernels.partfile: the records
+            grouped by region) and the chunk's base-quality counts
+    call    per region: every chunk's part file (of which the kernel reads only the region's groups
+            and its neighbours' edges), the index (its bases near the region), and every chunk's
+            quality counts (so a region is called as the whole sample would be) -> region VCF + BAM
+    gather  region VCFs + region BAMs + the part files' pairs with no position -> sample VCF.gz +
+            TBI, BAM + BAI, QC summary
 
 `start(db, settings, run)` makes the first tasks; `advance(db, eng, run)` is called on every poll and
 makes the next stage's tasks once the tasks they need are done (their count depends on the
@@ -126,21 +127,17 @@ def advance(db, eng, run):
     calls = [t for t in tasks.values() if t.stage == "call"]
     if aligns and not calls and all(t.state == done for t in aligns):
         specs = plan["regions"]
+        # a call task names its inputs by the align tasks' output directories (each holds part.bam
+        # and qual-counts.json): the kernel reads only its region's groups of every part file
+        dirs = [_out(t) for t in aligns]
+        qc = [os.path.join(d, "qual-counts.json") for d in dirs]
+        parts_ids = [f"task:{t.cache_key}" for t in aligns]
+        qc_ids = [f"task:{t.cache_key}/qual-counts.json" for t in aligns]
         for r, spec in enumerate(specs):
-            parts, ids = [], []
-            for t in aligns:
-                for q in (r - 1, r, r + 1):
-                    if 0 <= q < len(specs):
-                        p = os.path.join(_out(t), f"part.r{q:04d}.bam")
-                        if os.path.exists(p):
-                            parts.append(p)
-                            ids.append(f"task:{t.cache_key}/part.r{q:04d}.bam")
-            # base-quality counts of every chunk: each region is called with the whole sample's table
-            qc = [os.path.join(_out(t), "qual-counts.json") for t in aligns]
-            qc_ids = [f"task:{t.cache_key}/qual-counts.json" for t in aligns]
             _task(db, run, "call", f"call/r{r:04d}", [t.key for t in aligns],
-                  {"reference": s.reference.uri, "parts": parts, "qual_counts": qc},
-                  {"reference": f"sha256:{s.reference.sha256}", "parts": ids, "qual_counts": qc_ids}, region=spec,
+                  {"reference": _out(idx), "parts": dirs, "regions": plan["bed"], "qual_counts": qc},
+                  {"reference": f"task:{idx.cache_key}", "parts": parts_ids, "regions": f"plan:{plan['key']}",
+                   "qual_counts": qc_ids}, region=spec, params={"region_index": r},
                   resources={"cpus": st.threads, "ranks": 1})
             made += 1
         add_event(db, run.id, None, "expand", f"{len(specs)} regions -> {len(specs)} call tasks")
@@ -150,13 +147,11 @@ def advance(db, eng, run):
         calls.sort(key=lambda t: t.key)
         vcfs = [os.path.join(_out(t), "region.vcf.gz") for t in calls]
         bams = [os.path.join(_out(t), "region.bam") for t in calls]
-        unmapped = [os.path.join(_out(t), "part.unmapped.bam") for t in aligns]
-        unmapped = [u for u in unmapped if os.path.exists(u)]
-        _task(db, run, "gather", "gather", [t.key for t in calls], {"vcfs": vcfs, "bams": bams + unmapped},
+        _task(db, run, "gather", "gather", [t.key for t in calls],
+              {"vcfs": vcfs, "bams": bams, "parts": [_out(t) for t in aligns]},
               {"vcfs": [f"task:{t.cache_key}/region.vcf.gz" for t in calls],
-               "bams": [f"task:{t.cache_key}/region.bam" for t in calls]
-               + [f"task:{t.cache_key}/part.unmapped.bam" for t in aligns
-                  if os.path.exists(os.path.join(_out(t), "part.unmapped.bam"))]},
+               "bams": [f"task:{t.cache_key}/region.bam" for t in calls],
+               "parts": [f"task:{t.cache_key}" for t in aligns]},
               params={"sample": s.name}, resources={"cpus": st.threads, "ranks": 1})
         made += 1
     return made

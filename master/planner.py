@@ -38,8 +38,9 @@ class Region:
 
     @property
     def spec(self):
-        """CHR:START-END, 1-based inclusive (what `kernels.call --region` takes)."""
-        return f"{self.contig}:{self.start + 1}-{self.end}"
+        """CHR:START-END, 1-based inclusive (what `kernels.call --region` takes; {CHR} when the name holds ':')."""
+        from kernels.regions import region_text
+        return region_text(self.contig, self.start, self.end)
 
     @property
     def name(self):

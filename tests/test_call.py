@@ -197,11 +197,13 @@ def test_random_edges_inside_indels_clusters_and_reads(tiny, tiny_bam, whole):
     """Region edges on purpose inside indels, between variants of a dense cluster, inside reads:
     the concatenated region calls are the whole-genome calls."""
     from kernels import call, qualcal
-    from kernels.fasta import read_fasta
+    from kernels.caller import Caller
+    from kernels.reference import open_reference
     from kernels.regions import Interval
-    ref = read_fasta(tiny["ref"])
-    hdr, reads, _, _ = call.load(ref, tiny["ref"], [tiny_bam])
-    caller = call.Caller(ref, reads, qualcal.table(*call.count_qualities(ref, reads), call.MAX_BQ))
+    ref = open_reference(tiny["ref"])            # bgzip + .fai: bases fetched around each window
+    assert ref.how == "faidx"
+    hdr, reads, _, _ = call.load_bams(ref, tiny["ref"], [tiny_bam])
+    caller = Caller(ref, reads, qualcal.table(*call.count_qualities(ref, reads), call.MAX_BQ))
     want = records(whole)
     rng = random.Random(7)
     by_contig = {}
@@ -269,20 +271,24 @@ def test_duplicates_and_parts_sharding(tmp_path, tiny, tiny_index):
                ("chr20_10000001_12000000", 1400000, 2000000), ("chr20_34000001_35500000", 0, 1500000),
                ("chr20_60000001_60500000", 0, 500000)]
     bed.write_text("".join(f"{c}\t{a}\t{b}\n" for c, a, b in regions))
-    r = cli(tiny_index, tmp_path / "d_1.fq", tmp_path / "d_2.fq", "--regions", bed, "--parts", tmp_path / "p", "-q",
-            "-R", r"@RG\tID:d\tSM:dups\tLB:lib1", "--qual-counts", tmp_path / "q.json", module="kernels.align")
+    r = cli(tiny_index, tmp_path / "d_1.fq", tmp_path / "d_2.fq", "--regions", bed, "--parts", tmp_path / "p.bam",
+            "-q", "-R", r"@RG\tID:d\tSM:dups\tLB:lib1", "--qual-counts", tmp_path / "q.json", module="kernels.align")
     assert r.returncode == 0, r.stderr
-    parts = [tmp_path / f"p.r{i:04d}.bam" for i in range(len(regions))]
-    allbam = [str(p) for p in parts] + [str(tmp_path / "p.unmapped.bam")]
-    r = cli(tiny["ref"], *allbam, "-o", tmp_path / "whole.vcf.gz", "--bam-out", tmp_path / "whole.bam", "-q")
+    # the part file is a BAM: called whole as one
+    r = cli(tiny["ref"], tmp_path / "p.bam", "-o", tmp_path / "whole.vcf.gz", "--bam-out", tmp_path / "whole.bam", "-q")
     assert r.returncode == 0, r.stderr
     got, dups = [], {}
-    for i, (c, a, b) in enumerate(regions):
-        near = [str(parts[j]) for j in (i - 1, i, i + 1) if 0 <= j < len(parts) and regions[j][0] == c]
+    for i in range(len(regions)):
         out = tmp_path / f"reg{i}.vcf.gz"
-        r = cli(tiny["ref"], *near, "-o", out, "--region", f"{c}:{a + 1}-{b}", "--bam-out", tmp_path / f"reg{i}.bam",
-                "-q", "--qual-counts", tmp_path / "q.json")
+        r = cli(tiny["ref"], "--parts", tmp_path / "p.bam", "--regions-bed", bed, "--only", i, "-o", out,
+                "--bam-out", tmp_path / f"reg{i}.bam", "--json", "--qual-counts", tmp_path / "q.json")
         assert r.returncode == 0, r.stderr
+        res = json.loads(r.stdout)
+        c, a, b = regions[i]
+        with pysam.AlignmentFile(str(tmp_path / "p.bam")) as f:
+            in_region = sum(1 for x in f if x.reference_name == c and a <= x.reference_start < b)
+        # it read its region's records and, of its neighbours on the contig, at most their edges
+        assert in_region <= res["records"] <= in_region + 2 * 100000 * 40000 // 4000000
         got += records(out)
         with pysam.AlignmentFile(str(tmp_path / f"reg{i}.bam")) as f:
             for x in f:
@@ -344,32 +350,43 @@ def test_bad_input(tmp_path, tiny, tiny_bam):
 
 
 @pytest.mark.mpi
-def test_mpi_ranks_on_parts(tmp_path, tiny, tiny_index, whole):
-    """--parts: ranks take blocks of regions and read only their parts; same records as whole."""
+def test_mpi_ranks_on_parts(tmp_path, tiny, tiny_index):
+    """--parts: a sample aligned in two chunks, two part files; ranks take blocks of regions and
+    read only their groups and their neighbours' edges: the same records as the part files called
+    whole; with flanks of 0 a window always reaches past the edges loaded, and the rank reads its
+    contigs' groups whole instead."""
     mpiexec = venv_bin("mpiexec")
     need(os.path.exists(mpiexec), "mpiexec of the mpich wheel (pip install mpich)")
     bed = tmp_path / "r.bed"
     bed.write_text("chr20_10000001_12000000\t0\t800000\nchr20_10000001_12000000\t800000\t2000000\n"
                    "chr20_34000001_35500000\t0\t900000\nchr20_34000001_35500000\t900000\t1500000\n"
                    "chr20_60000001_60500000\t0\t500000\n")
-    r = cli(tiny_index, tiny["r1"], tiny["r2"], "--regions", bed, "--parts", tmp_path / "p", "-q",
-            "-R", r"@RG\tID:tiny\tSM:chr20sim\tPL:ILLUMINA", module="kernels.align")
+    r = cli(tiny["r1"], tiny["r2"], "--pairs", 12000, "-o", tmp_path / "s", module="kernels.split")
     assert r.returncode == 0, r.stderr
-    # 3 ranks: neighbours read near the block edges only; with a flank of 0 a window always reaches
-    # past what was loaded, and the rank falls back to reading its contigs' parts whole
-    for ranks, flank in ((1, None), (3, None), (3, 0)):
-        out = tmp_path / f"n{ranks}.vcf.gz"
-        cmd = [sys.executable, "-m", "kernels.call", tiny["ref"], "--parts", str(tmp_path / "p"), "--regions-bed",
-               str(bed), "-o", str(out), "-q", "--bam-out", str(tmp_path / f"n{ranks}.bam")]
-        if flank is not None:
-            cmd += ["--neighbour-flank", str(flank)]
+    for flank in (100000, 0):
+        for c in range(2):
+            r = cli(tiny_index, tmp_path / f"s.c{c:04d}_R1.fastq.gz", tmp_path / f"s.c{c:04d}_R2.fastq.gz",
+                    "--regions", bed, "--parts", tmp_path / f"f{flank}.c{c}.bam", "--flank", flank, "-q",
+                    "-R", rf"@RG\tID:tiny{c}\tSM:chr20sim\tLB:one", module="kernels.align")
+            assert r.returncode == 0, r.stderr
+    parts = [str(tmp_path / f"f100000.c{c}.bam") for c in range(2)]
+    r = cli(tiny["ref"], *parts, "-o", tmp_path / "whole.vcf.gz", "-q")
+    assert r.returncode == 0, r.stderr
+    whole = records(tmp_path / "whole.vcf.gz")
+    assert len(whole) > 1000
+    (tmp_path / "list.txt").write_text("\n".join(str(tmp_path / f"f0.c{c}.bam") for c in range(2)) + "\n")
+    for ranks, flank in ((1, 100000), (3, 100000), (3, 0)):
+        out = tmp_path / f"n{ranks}.{flank}.vcf.gz"
+        plist = parts if flank else ["@" + str(tmp_path / "list.txt")]
+        cmd = [sys.executable, "-m", "kernels.call", tiny["ref"], "--parts", *plist, "--regions-bed",
+               str(bed), "-o", str(out), "-q", "--bam-out", str(tmp_path / f"n{ranks}.{flank}.bam")]
         r = subprocess.run(([mpiexec, "-n", str(ranks)] if ranks > 1 else []) + cmd, capture_output=True, text=True,
                            timeout=600)
         assert r.returncode == 0, r.stderr
-        assert ("reading the whole contigs' parts" in r.stderr) == (flank == 0), r.stderr
-        assert records(out) == records(whole), (ranks, flank)
-    a = subprocess.run(["samtools", "view", str(tmp_path / "n1.bam")], capture_output=True, text=True).stdout
-    b = subprocess.run(["samtools", "view", str(tmp_path / "n3.bam")], capture_output=True, text=True).stdout
+        assert ("reading the whole contigs' groups" in r.stderr) == (flank == 0), r.stderr
+        assert records(out) == whole, (ranks, flank)
+    a = subprocess.run(["samtools", "view", str(tmp_path / "n1.100000.bam")], capture_output=True, text=True).stdout
+    b = subprocess.run(["samtools", "view", str(tmp_path / "n3.100000.bam")], capture_output=True, text=True).stdout
     assert a == b and a.count("\n") == 40000
 
 
@@ -397,16 +414,18 @@ def test_blocks_property(weights, k):
         assert max(sum(weights[lo:hi]) for lo, hi in b) == best
 
 
-def test_block_inputs_read_neighbours_near_the_edges():
-    from kernels.call import block_inputs
-    from kernels.regions import Interval
+def test_block_groups_read_neighbours_near_the_edges():
+    from kernels.partfile import block_groups, loaded_span
     reg = [("a", 0, 1000), ("a", 1000, 5000), ("a", 5000, 9000), ("b", 0, 3000), ("b", 3000, 4000)]
-    paths = [f"p{i}" for i in range(len(reg))] + ["unmapped"]
-    ins, keep, span = block_inputs(reg, paths, 1, 3, flank=300)
-    assert ins == ["p1", "p2", "p0"] and keep == [None, None, Interval("a", 700, 1000)]
-    assert span == {"a": [700, 9000]}                 # the next region is on another contig: not read
-    ins, keep, span = block_inputs(reg, paths, 2, 4, flank=5000)
-    assert ins == ["p2", "p3", "p1", "p4"]
-    assert keep == [None, None, Interval("a", 1000, 5000), Interval("b", 3000, 4000)]
-    assert span == {"a": [1000, 9000], "b": [0, 4000]}
-    assert block_inputs(reg, paths, 2, 2) == ([], [], {})
+    # block 1..2 of contig a: region 0's tail; the next region is on b
+    assert block_groups(reg, 1, 3, 300) == [2, 3, 4, 5, 6, 7, 8]
+    assert loaded_span(reg, 1, 3, 300) == {"a": [700, 9000]}
+    # region 0 is shorter than two flanks: its tail holds less than a flank, so it is read whole
+    assert block_groups(reg, 1, 3, 600) == [0, 1, 2, 3, 4, 5, 6, 7, 8]
+    assert loaded_span(reg, 1, 3, 600) == {"a": [0, 9000]}
+    assert block_groups(reg, 2, 3, 300) == [5, 6, 7, 8]                 # region 1's tail: [4700, 5000)
+    assert loaded_span(reg, 2, 3, 300) == {"a": [4700, 9000]}
+    assert block_groups(reg, 2, 4, 5000) == [3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+    assert loaded_span(reg, 2, 4, 5000) == {"a": [1000, 9000], "b": [0, 4000]}
+    assert block_groups(reg, 2, 2, 300) == []
+    assert block_groups(reg, 3, 4, 300, whole_contigs=True) == [9, 10, 11, 12, 13, 14]

@@ -1,12 +1,15 @@
 """The gather stage: region VCFs -> one VCF (bgzip + tabix), region BAMs -> one BAM (+ index), a QC summary.
 
-    python -m worker.gather -o OUTDIR --name SAMPLE --vcf r0000.vcf.gz --vcf r0001.vcf.gz ... --bam ... [--json]
+    python -m worker.gather -o OUTDIR --name SAMPLE --vcf r0000.vcf.gz r0001.vcf.gz ... --bam ... \
+                            [--unmapped-from PART.bam ...] [--json]       (any list may be @FILE, one per line)
 
 Regions come in genome order and a variant belongs to the region holding its POS, so the
 whole-genome VCF is the region VCFs' records one after the other (read and written with pysam,
 htslib underneath; no bcftools). The region BAMs, sorted and in genome order, are concatenated
 (samtools cat: BGZF blocks copied, nothing recompressed; the header is the first BAM's) and
-indexed; should indexing find them out of order, they are merged instead (samtools merge). Writes
+indexed; should indexing find them out of order, they are merged instead (samtools merge). The
+pairs with no position are taken from the aligner's part files (--unmapped-from: their last
+group's BGZF runs, copied as they are) and go at the BAM's end. Writes
 OUTDIR/SAMPLE.vcf.gz(.tbi), OUTDIR/SAMPLE.bam(.bai), OUTDIR/SAMPLE.qc.json, each under a
 temporary name first. Exit 2 when an input is missing or not what it should be.
 """
@@ -94,8 +97,18 @@ def bam_counts(bam, threads=1):
     return c
 
 
-def run(out_dir, name, vcfs, bams, threads=1):
-    for p in vcfs + bams:
+def unmapped_bam(parts, out):
+    """A BAM of the pairs with no position in the part files (kernels.partfile), or None if none."""
+    from kernels.partfile import PartFile, copy_group
+    pfs = [PartFile(p) for p in parts]
+    if not any(p.meta["unmapped_pairs_records"] for p in pfs):
+        return None
+    copy_group(pfs, pfs[0].meta["groups"] - 1, out)
+    return out
+
+
+def run(out_dir, name, vcfs, bams, threads=1, unmapped_from=()):
+    for p in vcfs + bams + list(unmapped_from):
         if not os.path.exists(p):
             raise GatherError(f"{p}: missing input of the gather stage (a region task's output is gone)")
     t0 = time.perf_counter()
@@ -104,7 +117,10 @@ def run(out_dir, name, vcfs, bams, threads=1):
     bam = os.path.join(out_dir, f"{name}.bam")
     try:
         vc = concat_vcfs(vcfs, vcf)
-        how = merge_bams(bams, bam, threads)
+        extra = unmapped_bam(unmapped_from, os.path.join(out_dir, "unmapped.tmp.bam")) if unmapped_from else None
+        how = merge_bams(bams + ([extra] if extra else []), bam, threads)
+        if extra:
+            os.unlink(extra)
     except BaseException:
         for p in os.listdir(out_dir):          # no temporary file is left behind
             if ".tmp" in p:
@@ -121,16 +137,19 @@ def run(out_dir, name, vcfs, bams, threads=1):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m worker.gather", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m worker.gather", description=__doc__.split("\n")[0],
+                                 fromfile_prefix_chars="@")
     ap.add_argument("-o", "--outdir", required=True)
     ap.add_argument("--name", default="sample")
-    ap.add_argument("--vcf", action="append", default=[], required=True)
-    ap.add_argument("--bam", action="append", default=[], required=True)
+    ap.add_argument("--vcf", action="extend", nargs="+", default=[], required=True)
+    ap.add_argument("--bam", action="extend", nargs="+", default=[], required=True)
+    ap.add_argument("--unmapped-from", action="extend", nargs="+", default=[], metavar="PART",
+                    help="part files whose pairs with no position go at the BAM's end")
     ap.add_argument("-t", "--threads", type=int, default=1)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     try:
-        qc = run(a.outdir, a.name, a.vcf, a.bam, a.threads)
+        qc = run(a.outdir, a.name, a.vcf, a.bam, a.threads, a.unmapped_from)
     except (GatherError, ValueError, OSError) as e:
         print(f"worker.gather: error: {e}", file=sys.stderr)
         return 2

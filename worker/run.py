@@ -136,7 +136,7 @@ class Worker:
             out_dir = f"{final}.partial-t{m.task}a{m.attempt}"
             shutil.rmtree(out_dir, ignore_errors=True)
         os.makedirs(out_dir, exist_ok=True)
-        argv = stages.command(m, inputs, out_dir)
+        argv = stages.command(m, inputs, out_dir, scratch)
         self.phase = "running"
         log(f"task {m.task} ({m.key}) attempt {m.attempt} on {self.node}: {' '.join(argv)}")
         env = dict(os.environ, OMP_NUM_THREADS=str(max(1, m.cpus)))

@@ -1,7 +1,9 @@
 """The kernel command of each stage: the one place that knows how a stage calls its kernel.
 
-command(msg, inputs, out_dir) -> argv, given the task message, its inputs as local paths and
-the directory the task's outputs go to. Each kernel prints a JSON summary on stdout (--json).
+command(msg, inputs, out_dir, scratch) -> argv, given the task message, its inputs as local
+paths, the directory the task's outputs go to and a scratch directory of the task's own (lists
+of many inputs go there as files, so a command line does not grow with the chunks). Each kernel
+prints a JSON summary on stdout (--json).
 Tasks with resources.ranks > 1 run under MPI: `srun --mpi=pmi2 -n K` inside a Slurm
 allocation, the venv's own `mpiexec -n K` elsewhere (the launcher must match mpi4py's library).
 """
@@ -24,7 +26,18 @@ def _as_list(v):
     return list(v) if isinstance(v, (list, tuple)) else [v]
 
 
-def command(msg, inputs, out_dir):
+PART = "part.bam"            # an align task's part file (kernels.partfile) in its output directory
+
+
+def _list_file(scratch, name, paths):
+    """@FILE naming the paths, one per line (the kernels' argparse reads it as arguments)."""
+    path = os.path.join(scratch, name)
+    with open(path, "w") as f:
+        f.write("".join(p + "\n" for p in paths))
+    return "@" + path
+
+
+def command(msg, inputs, out_dir, scratch):
     st, p, t = msg.stage, msg.params, str(max(1, msg.cpus))
     if st == "index":
         argv = [_py(), "-m", "kernels.index", inputs["reference"], os.path.join(out_dir, "ref"), "--json"]
@@ -33,24 +46,27 @@ def command(msg, inputs, out_dir):
                 "-o", os.path.join(out_dir, "chunk"), "--json"]
     elif st == "align":
         argv = [_py(), "-m", "kernels.align", index_prefix(inputs["index"]), inputs["r1"], inputs["r2"],
-                "--regions", inputs["regions"], "--parts", os.path.join(out_dir, "part"),
+                "--regions", inputs["regions"], "--parts", os.path.join(out_dir, PART),
                 "--qual-counts", os.path.join(out_dir, "qual-counts.json"), "-t", t, "--json", "-q"]
         if p.get("read_group"):
             argv += ["-R", p["read_group"]]
     elif st == "call":
-        argv = [_py(), "-m", "kernels.call", inputs["reference"], *_as_list(inputs["parts"]),
+        # the region's records are read from every chunk's part file (only its groups and its
+        # neighbours' edges), and the bases near it from the index
+        argv = [_py(), "-m", "kernels.call", index_prefix(inputs["reference"]),
+                "--parts", _list_file(scratch, "parts.txt", [os.path.join(d, PART) for d in _as_list(inputs["parts"])]),
+                "--regions-bed", inputs["regions"], "--only", str(p["region_index"]),
                 "-o", os.path.join(out_dir, "region.vcf.gz"), "--bam-out", os.path.join(out_dir, "region.bam"),
                 "-t", t, "--json"]
-        if msg.region:
-            argv += ["--region", msg.region]
         if inputs.get("qual_counts"):       # the whole sample's quality counts: the same calls in any region
-            argv += ["--qual-counts", *_as_list(inputs["qual_counts"])]
+            argv += ["--qual-counts", _list_file(scratch, "qual-counts.txt", _as_list(inputs["qual_counts"]))]
     elif st == "gather":
-        argv = [_py(), "-m", "worker.gather", "-o", out_dir, "--name", p.get("sample", "sample"), "-t", t, "--json"]
-        for v in _as_list(inputs["vcfs"]):
-            argv += ["--vcf", v]
-        for b in _as_list(inputs["bams"]):
-            argv += ["--bam", b]
+        argv = [_py(), "-m", "worker.gather", "-o", out_dir, "--name", p.get("sample", "sample"), "-t", t, "--json",
+                "--vcf", _list_file(scratch, "vcfs.txt", _as_list(inputs["vcfs"])),
+                "--bam", _list_file(scratch, "bams.txt", _as_list(inputs["bams"]))]
+        if inputs.get("parts"):             # the pairs with no position, from every chunk's part file
+            argv += ["--unmapped-from", _list_file(scratch, "parts.txt",
+                                                   [os.path.join(d, PART) for d in _as_list(inputs["parts"])])]
     else:
         raise ValueError(f"unknown stage {st}")
     if msg.ranks > 1 and st in MPI_STAGES:
