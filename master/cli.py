@@ -116,14 +116,39 @@ def cmd_reference(args):
     return EXIT_OK
 
 
+def lane_ids(pairs):
+    """Lane ids for FASTQ pairs: Illumina's _L00N_ from the file names when every pair has its own,
+    else L1, L2, ..."""
+    import re
+    ids = []
+    for r1, _ in pairs:
+        m = re.search(r"_(L\d{3})(?:_|\.)", os.path.basename(r1))
+        ids.append(m.group(1) if m else None)
+    if None in ids or len(set(ids)) != len(ids):
+        ids = [f"L{i}" for i in range(1, len(pairs) + 1)]
+    return ids
+
+
+def fastq_pairs(files):
+    """R1 R2 [R1 R2 ...] -> [(r1, r2), ...] (ValueError on an odd count)."""
+    if len(files) % 2:
+        raise ValueError(f"{len(files)} FASTQ files given: give them in pairs, R1 R2 for each lane")
+    return [(files[i], files[i + 1]) for i in range(0, len(files), 2)]
+
+
 def _sample_body(args, name):
     params = {}
     if args.chunk_pairs:
         params["chunk_pairs"] = args.chunk_pairs
     if args.ranks:
         params["ranks"] = args.ranks
-    body = {"name": name, "reference": args.reference, "r1": _abs(args.r1), "r2": _abs(args.r2),
-            "params": params}
+    pairs = fastq_pairs(args.fastq)
+    if len(pairs) == 1:
+        body = {"name": name, "reference": args.reference, "r1": _abs(pairs[0][0]), "r2": _abs(pairs[0][1]),
+                "params": params}
+    else:
+        body = {"name": name, "reference": args.reference, "params": params,
+                "lanes": [{"id": i, "r1": _abs(a), "r2": _abs(b)} for i, (a, b) in zip(lane_ids(pairs), pairs)]}
     if args.regions is not None:
         body["regions"] = args.regions
     if args.output:
@@ -141,8 +166,8 @@ def cmd_submit(args):
         r = c.post(f"/samples/{args.resubmit}/runs")
         out(args, r, f"run {r['id']} of sample {args.resubmit} submitted")
         return EXIT_OK
-    if not (args.name and args.reference and args.r1 and args.r2):
-        talk("genefarm submit: give NAME --reference REF R1 R2 (or --resubmit NAME)")
+    if not (args.name and args.reference and args.fastq):
+        talk("genefarm submit: give NAME R1 R2 [R1 R2 ...] --reference REF (or --resubmit NAME)")
         return EXIT_BAD
     r = c.post("/samples", _sample_body(args, args.name))
     out(args, r, f"sample {r['sample']['name']}: run {r['run']['id']} submitted")
@@ -312,7 +337,7 @@ def cmd_run(args):
                 hit = c.post("/references", {"name": name, "uri": path})
             ref = hit["name"]
         args.reference = ref
-        name = args.name or os.path.basename(args.r1).split("_R1")[0].split(".")[0]
+        name = args.name or os.path.basename(args.fastq[0]).split("_R1")[0].split(".")[0]
         samples = {x["name"] for x in c.get("/samples")}
         if name in samples and args.resubmit:
             run = c.post(f"/samples/{name}/runs")
@@ -369,10 +394,9 @@ def parser():
         p.add_argument("--output", help="where the BAM/VCF go (directory, s3://, oss://)")
         p.add_argument("--chunk-pairs", type=int, help="read pairs per alignment chunk")
         p.add_argument("--ranks", type=int, help="MPI ranks per alignment task")
-    p = sub.add_parser("submit", parents=[common], help="submit a sample (FASTQ pair + reference)")
+    p = sub.add_parser("submit", parents=[common], help="submit a sample (FASTQ pairs, one per lane, + reference)")
     p.add_argument("name", nargs="?")
-    p.add_argument("r1", nargs="?")
-    p.add_argument("r2", nargs="?")
+    p.add_argument("fastq", nargs="*", metavar="R1 R2", help="a FASTQ pair per lane (R1 R2 [R1 R2 ...])")
     p.add_argument("--resubmit", metavar="NAME", help="run a sample again (done work comes from the cache)")
     sample_opts(p)
     p.set_defaults(fn=cmd_submit)
@@ -393,8 +417,8 @@ def parser():
     p.add_argument("--run", type=int, help="explain the failed or retried tasks of a run")
     p.set_defaults(fn=cmd_explain)
     p = sub.add_parser("run", parents=[common], help="embedded master: submit a sample and follow it to the end")
-    p.add_argument("r1")
-    p.add_argument("r2")
+    p.add_argument("fastq", nargs="+", metavar="R1 R2", help="a FASTQ pair per lane (R1 R2 [R1 R2 ...]); each lane "
+                                                             "gets its own read group")
     p.add_argument("--name", help="sample name (default: from R1's file name)")
     p.add_argument("--backend", help="local (default), drmaa, sge or slurm")
     p.add_argument("--resubmit", action="store_true", help="when the sample exists, run it again")

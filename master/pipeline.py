@@ -2,7 +2,7 @@
 
     index   reference -> index directory (one per reference content: its cache key has only
             the reference's content hash, so every sample of that reference shares it)
-    split   R1 + R2 -> chunk files (the kernel checks the pair: counts and names)
+    split   per lane: R1 + R2 -> chunk files (the kernel checks the pair: counts and names)
     (plan)  index -> regions.bed: the region planner, run by the master itself, cached by key
     align   per chunk: index + chunk + regions.bed -> one part file (kernels.partfile: the records
             grouped by region) and the chunk's base-quality counts
@@ -45,12 +45,28 @@ def _task(db, run, stage, key, deps, inputs, basis_inputs, params=None, region="
     return t
 
 
+def split_key(sample, lane):
+    """One lane: "split"; several: "split/<lane id>"."""
+    return "split" if len(sample.lane_list) == 1 else f"split/{lane['id']}"
+
+
+def read_group(sample, lane):
+    """The lane's @RG line: its own ID (and platform unit), the sample's SM and library, so that a
+    pair sequenced in two lanes is a duplicate across them."""
+    one = len(sample.lane_list) == 1
+    rid = sample.name if one else f"{sample.name}.{lane['id']}"
+    pu = "" if one else f"\\tPU:{lane['id']}"
+    return f"@RG\\tID:{rid}\\tSM:{sample.name}\\tLB:{sample.name}\\tPL:ILLUMINA{pu}"
+
+
 def start(db, settings, run):
     s = run.sample
     ref = s.reference
     _task(db, run, "index", "index", [], {"reference": ref.uri}, {"reference": f"sha256:{ref.sha256}"})
-    _task(db, run, "split", "split", [], {"r1": s.r1, "r2": s.r2}, {"r1": f"file:{s.r1}", "r2": f"file:{s.r2}"},
-          params={"pairs": int(s.params.get("chunk_pairs") or settings.chunk_pairs)})
+    for lane in s.lane_list:
+        _task(db, run, "split", split_key(s, lane), [], {"r1": lane["r1"], "r2": lane["r2"]},
+              {"r1": f"file:{lane['r1']}", "r2": f"file:{lane['r2']}"},
+              params={"pairs": int(s.params.get("chunk_pairs") or settings.chunk_pairs)})
 
 
 def _by_key(db, run):
@@ -98,31 +114,34 @@ def advance(db, eng, run):
     made = 0
     st = eng.settings
     s = run.sample
-    idx, spl = tasks.get("index"), tasks.get("split")
-    if idx is None or spl is None:
+    idx = tasks.get("index")
+    lanes = [(lane, tasks.get(split_key(s, lane))) for lane in s.lane_list]
+    if idx is None or any(t is None for _, t in lanes):
         return 0
     done = TaskState.DONE.value
     if idx.state == done and "plan" not in (run.summary or {}):
         _plan(db, eng, run, idx)
     plan = (run.summary or {}).get("plan")
     aligns = sorted((t for k, t in tasks.items() if t.stage == "align"), key=lambda t: t.key)
-    if plan and spl.state == done and not aligns:
-        chunks = chunks_of(_out(spl))
-        if not chunks:
-            run.message = f"split produced no chunks in {_out(spl)}"
-            add_event(db, run.id, spl.id, "error", run.message)
-            return 0
-        rg = f"@RG\\tID:{s.name}\\tSM:{s.name}\\tPL:ILLUMINA"
-        for name, r1, r2 in chunks:
-            rel1, rel2 = os.path.basename(r1), os.path.basename(r2)
-            _task(db, run, "align", f"align/{name}", ["index", "split"],
-                  {"index": _out(idx), "r1": r1, "r2": r2, "regions": plan["bed"]},
-                  {"index": f"task:{idx.cache_key}", "r1": f"task:{spl.cache_key}/{rel1}",
-                   "r2": f"task:{spl.cache_key}/{rel2}", "regions": f"plan:{plan['key']}"},
-                  params={"read_group": rg},
-                  resources={"cpus": st.threads, "ranks": int(s.params.get("ranks", 1))})
-            made += 1
-        add_event(db, run.id, spl.id, "expand", f"{len(chunks)} chunks -> {len(chunks)} align tasks")
+    if plan and all(t.state == done for _, t in lanes) and not aligns:
+        for lane, spl in lanes:
+            chunks = chunks_of(_out(spl))
+            if not chunks:
+                run.message = f"split produced no chunks in {_out(spl)}"
+                add_event(db, run.id, spl.id, "error", run.message)
+                return 0
+            prefix = "align/" if len(lanes) == 1 else f"align/{lane['id']}."
+            for name, r1, r2 in chunks:
+                rel1, rel2 = os.path.basename(r1), os.path.basename(r2)
+                _task(db, run, "align", prefix + name, ["index", spl.key],
+                      {"index": _out(idx), "r1": r1, "r2": r2, "regions": plan["bed"]},
+                      {"index": f"task:{idx.cache_key}", "r1": f"task:{spl.cache_key}/{rel1}",
+                       "r2": f"task:{spl.cache_key}/{rel2}", "regions": f"plan:{plan['key']}"},
+                      params={"read_group": read_group(s, lane)},
+                      resources={"cpus": st.threads, "ranks": int(s.params.get("ranks", 1))})
+                made += 1
+            add_event(db, run.id, spl.id, "expand", f"{len(chunks)} chunks of lane {lane['id']} -> "
+                                                    f"{len(chunks)} align tasks")
         return made
     calls = [t for t in tasks.values() if t.stage == "call"]
     if aligns and not calls and all(t.state == done for t in aligns):

@@ -4,11 +4,12 @@ Every check happens before anything is written, and what is written goes in one 
 so bad input leaves nothing half-made. Errors are ApiError(status, message): what is wrong,
 where, and what to do.
 """
-import gzip
 import hashlib
 import os
 import re
 import tempfile
+
+import numpy as np
 
 from sqlalchemy import select
 
@@ -38,31 +39,23 @@ def _check_uri(what, uri):
 
 
 def scan_fasta(path):
-    """(sha256 of the file, contigs, non-N bases) of a FASTA (plain or gzip/bgzip)."""
+    """(sha256 of the file, contigs, non-N bases) of a FASTA (plain or gzip/bgzip), streamed and
+    checked by the kernels' reader (a human genome in well under a minute, in bounded memory)."""
+    from kernels.errors import InputError
+    from kernels.fasta import stream_fasta
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
-    with open(path, "rb") as f:
-        gz = f.read(2) == b"\x1f\x8b"
     contigs, bases = 0, 0
-    opener = gzip.open if gz else open
     try:
-        with opener(path, "rb") as f:
-            first = True
-            for line in f:
-                if line.startswith(b">"):
-                    contigs += 1
-                elif line.strip():
-                    if first and contigs == 0:
-                        raise ApiError(400, f"{path}: not a FASTA file (the first line must start with '>')")
-                    s = line.strip()
-                    bases += len(s) - s.upper().count(b"N")
-                first = False
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise ApiError(400, f"{path}: cannot read it as FASTA ({e})") from None
-    if contigs == 0:
-        raise ApiError(400, f"{path}: no FASTA record ('>name' line) found")
+        for kind, a, _ in stream_fasta(path):
+            if kind == "seq":
+                bases += int(np.count_nonzero(a < 4))
+            elif kind == "end":
+                contigs += 1
+    except InputError as e:
+        raise ApiError(400, f"not a FASTA file genefarm can read: {e}") from None
     return h.hexdigest(), contigs, bases
 
 
@@ -105,15 +98,8 @@ def submit_sample(db, settings, data):
         known = ", ".join(r.name for r in db.scalars(select(Reference))) or "none"
         raise ApiError(404, f"unknown reference {refname!r} (known: {known}); register it first with "
                             f"`genefarm reference add NAME FASTA`")
-    r1, r2 = data.get("r1"), data.get("r2")
-    _check_uri("r1", r1)
-    _check_uri("r2", r2)
-    if not storage.is_remote(r1):
-        r1 = os.path.abspath(storage.local_path(r1))
-    if not storage.is_remote(r2):
-        r2 = os.path.abspath(storage.local_path(r2))
-    if r1 == r2:
-        raise ApiError(400, f"r1 and r2 are the same file ({r1}); give the two files of the pair")
+    lanes = _lanes(data, name)
+    r1, r2 = lanes[0]["r1"], lanes[0]["r2"]
     regions = data.get("regions", settings.default_regions)
     lo, hi = region_range(settings, ref)
     if isinstance(regions, bool) or not isinstance(regions, int) or not lo <= regions <= hi:
@@ -131,11 +117,54 @@ def submit_sample(db, settings, data):
     ranks = params.get("ranks", 1)
     if not isinstance(ranks, int) or not 1 <= ranks <= 256:
         raise ApiError(400, f"ranks={ranks!r}: give a whole number of MPI ranks from 1 to 256")
-    s = Sample(name=name, reference=ref, r1=r1, r2=r2, regions=regions, output=output, params=params)
+    s = Sample(name=name, reference=ref, r1=r1, r2=r2, lanes=lanes, regions=regions, output=output, params=params)
     db.add(s)
     run = new_run(db, settings, s)
     db.commit()
     return s, run
+
+
+LANE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _lane_files(what, r1, r2):
+    _check_uri(f"{what}r1", r1)
+    _check_uri(f"{what}r2", r2)
+    if not storage.is_remote(r1):
+        r1 = os.path.abspath(storage.local_path(r1))
+    if not storage.is_remote(r2):
+        r2 = os.path.abspath(storage.local_path(r2))
+    if r1 == r2:
+        raise ApiError(400, f"{what}r1 and r2 are the same file ({r1}); give the two files of the pair")
+    return r1, r2
+
+
+def _lanes(data, name):
+    """The sample's lanes from `lanes` ([{id, r1, r2}, ...]) or from r1/r2 (one lane named as the
+    sample), each checked: files there and readable, ids unique and fit for a read group."""
+    lanes = data.get("lanes")
+    if lanes is None:
+        r1, r2 = _lane_files("", data.get("r1"), data.get("r2"))
+        return [{"id": name, "r1": r1, "r2": r2}]
+    if data.get("r1") or data.get("r2"):
+        raise ApiError(400, "give either r1/r2 (one lane) or lanes, not both")
+    if not isinstance(lanes, list) or not lanes or not all(isinstance(x, dict) for x in lanes):
+        raise ApiError(400, "lanes: give a list of {id, r1, r2}, one per lane")
+    out, seen = [], {}
+    for i, lane in enumerate(lanes, 1):
+        lid = lane.get("id") or f"L{i}"
+        if not isinstance(lid, str) or not LANE_RE.match(lid):
+            raise ApiError(400, f"lane {i}: id {lid!r}: use letters, digits, '.', '_' or '-' (at most 64)")
+        if lid in seen:
+            raise ApiError(400, f"lane {i}: id {lid!r} is also lane {seen[lid]}'s; every lane needs its own")
+        seen[lid] = i
+        r1, r2 = _lane_files(f"lane {lid}: ", lane.get("r1"), lane.get("r2"))
+        out.append({"id": lid, "r1": r1, "r2": r2})
+    files = [f for x in out for f in (x["r1"], x["r2"])]
+    dup = next((f for f in files if files.count(f) > 1), None)
+    if dup:
+        raise ApiError(400, f"lanes: {dup} is given twice; each lane has files of its own")
+    return out
 
 
 def new_run(db, settings, sample):
@@ -155,8 +184,9 @@ def resubmit(db, settings, name):
     active = [r for r in s.runs if r.state == RunState.RUNNING.value]
     if active:
         raise ApiError(409, f"sample {name!r} has a run in progress (run {active[0].id}); cancel it first")
-    _check_uri("r1", s.r1)
-    _check_uri("r2", s.r2)
+    for lane in s.lane_list:
+        _check_uri(f"lane {lane['id']}: r1", lane["r1"])
+        _check_uri(f"lane {lane['id']}: r2", lane["r2"])
     run = new_run(db, settings, s)
     db.commit()
     return run

@@ -51,8 +51,11 @@ class Sample(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     reference_id: Mapped[int] = mapped_column(ForeignKey("references.id"))
-    r1: Mapped[str] = mapped_column(Text)
+    r1: Mapped[str] = mapped_column(Text)            # the first lane's files
     r2: Mapped[str] = mapped_column(Text)
+    # every lane: [{"id": lane id (its read group), "r1": uri, "r2": uri}, ...]; [] for a store
+    # made before lanes (then r1/r2 are the one lane)
+    lanes: Mapped[list] = mapped_column(JSON, default=list)
     regions: Mapped[int] = mapped_column(Integer)
     output: Mapped[str] = mapped_column(Text, default="")
     params: Mapped[dict] = mapped_column(JSON, default=dict)
@@ -60,9 +63,13 @@ class Sample(Base):
     reference: Mapped[Reference] = relationship()
     runs: Mapped[list["Run"]] = relationship(back_populates="sample", order_by="Run.id")
 
+    @property
+    def lane_list(self):
+        return self.lanes or [{"id": self.name, "r1": self.r1, "r2": self.r2}]
+
     def to_dict(self):
         return {"id": self.id, "name": self.name, "reference": self.reference.name, "r1": self.r1, "r2": self.r2,
-                "regions": self.regions, "output": self.output, "params": self.params, "created": self.created,
+                "lanes": self.lane_list, "regions": self.regions, "output": self.output, "params": self.params, "created": self.created,
                 "runs": [r.id for r in self.runs]}
 
 
@@ -208,10 +215,21 @@ def make_engine(url):
     return eng
 
 
+# columns added since a store's tables were first made: (table, column, SQL type), added when missing
+ADDED_COLUMNS = [("samples", "lanes", "JSON")]
+
+
 def open_store(url):
-    """(engine, sessionmaker) with the tables created."""
+    """(engine, sessionmaker) with the tables created (and the columns added since, in a store made
+    by an earlier version)."""
+    from sqlalchemy import inspect, text
     eng = make_engine(url)
     Base.metadata.create_all(eng)
+    insp = inspect(eng)
+    for table, col, typ in ADDED_COLUMNS:
+        if col not in {c["name"] for c in insp.get_columns(table)}:
+            with eng.begin() as conn:
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {col} {typ}"))
     return eng, sessionmaker(eng, expire_on_commit=False)
 
 

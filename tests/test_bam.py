@@ -68,6 +68,23 @@ def test_encoder_matches_pysam_on_edge_records(tiny, tiny_index):
     assert fast == slow
 
 
+def test_encoder_writes_cigars_of_more_than_64_operations(tiny, tiny_index):
+    """A CIGAR's room in the buffer follows the batch's longest read (types.cigar_stride), not a
+    fixed count: a read with 121 operations is encoded as pysam encodes it."""
+    from kernels.types import cigar_stride
+    idx = gindex.load(tiny_index)
+    b = first_batch(tiny, 4)
+    aln, cigs, cstride, _ = Aligner(idx).align(b)
+    L = int(b.roff[3] - b.roff[2])
+    assert cstride == cigar_stride(L) and cstride >= 2 * L + 1
+    cig = [(0, 1), (1, 1)] * 60 + [(0, L - 120)]
+    for t, (op, n) in enumerate(cig):
+        cigs[2 * cstride + t] = (n << 4) | op
+    aln[2]["ncig"] = len(cig)
+    fast, slow = encode_both(idx, b, aln, cigs, cstride)
+    assert fast == slow
+
+
 def test_written_bam_reads_back(tmp_path, tiny, tiny_index):
     idx = gindex.load(tiny_index)
     b = first_batch(tiny, 500)

@@ -168,3 +168,47 @@ def test_cli_exit_codes_and_json(server, tiny, capsys):
     assert rc == 0 and json.loads(out)["task"]["key"] == "index"
     rc, out, err = run_cli(capsys, "cancel", str(run["id"]), *base)
     assert rc == 0 and "cancel requested" in out
+
+
+def test_lanes_are_checked_and_make_a_split_each(api, tiny, tmp_path):
+    app, c, h, s = api
+    other = tmp_path / "b_R1.fq.gz"
+    shutil.copyfile(tiny["r1"], other)
+    shutil.copyfile(tiny["r2"], tmp_path / "b_R2.fq.gz")
+    lanes = [{"id": "L001", "r1": tiny["r1"], "r2": tiny["r2"]},
+             {"id": "L002", "r1": str(other), "r2": str(tmp_path / "b_R2.fq.gz")}]
+    bad = [
+        ([dict(lanes[0]), dict(lanes[1], id="L001")], "is also lane 1's"),
+        ([dict(lanes[0]), dict(lanes[1], r2=tiny["r2"])], "is given twice"),
+        ([dict(lanes[0], id="bad id")], "letters, digits"),
+        ([dict(lanes[0]), dict(lanes[1], r1=str(tmp_path / "none.fq"))], "lane L002: r1"),
+        ([], "one per lane"),
+    ]
+    for ls, words in bad:
+        r = c.post("/api/v1/samples", json={"name": "lanes", "reference": "chr20sim", "lanes": ls, "regions": 4},
+                   headers=h)
+        assert r.status_code in (400, 404) and words in r.json["error"], (ls, r.json)
+    r = c.post("/api/v1/samples", json={"name": "lanes", "reference": "chr20sim", "r1": tiny["r1"], "lanes": lanes},
+               headers=h)
+    assert r.status_code == 400 and "not both" in r.json["error"]
+    assert count(app, Sample) == 0 and count(app, Task) == 0
+    r = c.post("/api/v1/samples", json={"name": "lanes", "reference": "chr20sim", "lanes": lanes, "regions": 4},
+               headers=h)
+    assert r.status_code == 201, r.json
+    assert r.json["sample"]["lanes"] == lanes
+    with app.config["SESSIONMAKER"]() as db:
+        keys = sorted(t.key for t in db.scalars(select(Task)))
+    assert keys == ["index", "split/L001", "split/L002"]
+
+
+def test_a_store_made_before_lanes_gets_the_column(tmp_path):
+    """A store whose samples table has no lanes column (made by an earlier version) is upgraded."""
+    import sqlalchemy as sa
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    eng = sa.create_engine(url)
+    with eng.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE samples (id INTEGER PRIMARY KEY, name VARCHAR(200), reference_id INTEGER, "
+                             "r1 TEXT, r2 TEXT, regions INTEGER, output TEXT, params JSON, created FLOAT)"))
+    from master.store import open_store
+    eng2, _ = open_store(url)
+    assert "lanes" in {c["name"] for c in sa.inspect(eng2).get_columns("samples")}

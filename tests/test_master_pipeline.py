@@ -116,6 +116,47 @@ def test_fastq_counts_that_differ_fail_before_alignment(tmp_path, tiny):
     assert "bad input" in err
 
 
+def test_lanes_each_with_its_read_group(tmp_path, tiny):
+    """Two lanes of one sample through `genefarm run R1 R2 R1 R2`: a read group per lane (ids from
+    the Illumina file names), one BAM and VCF; a pair sequenced in both lanes is a duplicate."""
+    def recs(p):
+        with gzip.open(p, "rt") as f:
+            lines = f.read().splitlines()
+        return [lines[i:i + 4] for i in range(0, len(lines), 4)]
+    files = []
+    for m in (1, 2):
+        rs = recs(tiny[f"r{m}"])
+        lane1, lane2 = rs[:10000], rs[10000:] + [[n.replace("tiny.", "again."), s, p, "5" * len(q)]
+                                                 for n, s, p, q in rs[:200]]
+        for lane, part in ((1, lane1), (2, lane2)):
+            path = tmp_path / f"s_S1_L00{lane}_R{m}_001.fastq.gz"
+            with gzip.open(path, "wt") as f:
+                f.write("".join("\n".join(r) + "\n" for r in part))
+            files.append((lane, m, str(path)))
+    order = [p for _, _, p in sorted(files)]          # L001 R1, L001 R2, L002 R1, L002 R2
+    e = dict(os.environ, GENEFARM_HOME=str(tmp_path / "home"), GENEFARM_POLL_SECONDS="0.5", PYTHONPATH=ROOT)
+    r = subprocess.run([sys.executable, "-m", "master.cli", "run", *order, "--reference", tiny["ref"], "--name",
+                        "lanes", "--regions", "3", "--chunk-pairs", "6000", "--json"], capture_output=True, text=True,
+                       env=e, timeout=1200)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    keys = sorted(t["key"] for t in res["task_list"])
+    assert [k for k in keys if k.startswith("split")] == ["split/L001", "split/L002"]
+    assert "align/L001.c0000" in keys and "align/L002.c0001" in keys
+    qc = res["summary"]["qc"]
+    assert qc["reads"] == 40400
+    with pysam.AlignmentFile(qc["bam"]) as f:
+        rgs = {g["ID"]: g for g in f.header.to_dict()["RG"]}
+        assert sorted(rgs) == ["lanes.L001", "lanes.L002"]
+        assert {g["SM"] for g in rgs.values()} == {"lanes"} and {g["LB"] for g in rgs.values()} == {"lanes"}
+        again = [x for x in f if x.query_name.startswith("again.")]
+    assert len(again) == 400 and all(x.get_tag("RG") == "lanes.L002" for x in again)
+    assert sum(x.is_duplicate for x in again) >= 390
+    with pysam.VariantFile(qc["vcf"]) as v:
+        assert list(v.header.samples) == ["lanes"]
+    assert qc["variants"] > 1000
+
+
 @pytest.mark.slow
 def test_drmaa_on_sge_and_slurm_give_the_same_vcf_as_local(local_run, tiny, tmp_path, sge_env, slurm_env):  # noqa: F811
     home, res = local_run
