@@ -71,7 +71,7 @@ def bench_set(name, shared, data, out, T, reps):
     # --- indexes
     gf = os.path.join(d, "gf")
     t = timed([PY, "-m", "kernels.index", ref, gf], reps=reps, label="genefarm index")
-    t["bytes"] = dir_size([gf + s for s in (".gfi.json", ".gfi.seq.npy", ".gfi.mzb.npy", ".gfi.mzk.npy",
+    t["bytes"] = dir_size([gf + s for s in (".gfi.json", ".gfi.seq.npy", ".gfi.gaps.npy", ".gfi.mzb.npy", ".gfi.mzk.npy",
                                             ".gfi.mzo.npy", ".gfi.mzp.npy")])
     res["index"] = {"genefarm": t}
     bwa = os.path.join(d, "bwaidx")

@@ -152,7 +152,7 @@ def parse_only(text, nreg):
 
 
 def run(ref_path, inputs, out, region=None, nregions=None, bam_out=None, threads=1, argv=None, max_bq=MAX_BQ,
-        qual_counts=None, parts=None, regions_bed=None, only=None):
+        qual_counts=None, parts=None, regions_bed=None, only=None, all_contigs=False):
     """Call variants; rank 0 writes out (bgzipped VCF + .tbi) and returns a summary dict.
 
     Input is either `inputs` (BAM files; with K ranks every rank reads all of them and takes every
@@ -214,7 +214,10 @@ def run(ref_path, inputs, out, region=None, nregions=None, bam_out=None, threads
         if parts and size > 1:
             tot, mm = comm.allreduce(tot), comm.allreduce(mm)       # the blocks partition the sample
     qerr = qualcal.table(tot, mm, max_bq)
-    work = [(i, t) for i in mine for t in tiles(regions[i])]
+    # variants are called on the primary assembly only: ALT, decoy and HLA contigs keep their reads
+    # (in --bam-out) but get no records, unless all_contigs
+    called = {n for n, k in zip(ref.names, ref.kinds) if all_contigs or k == "primary"}
+    work = [(i, t) for i in mine for t in tiles(regions[i]) if t.chrom in called]
     try:
         done = call_tiles(Caller(ref, reads, qerr, extent), work, threads)
     except Unloaded as e:
@@ -346,6 +349,9 @@ def main(argv=None):
     ap.add_argument("--only", metavar="I[-J]", help="with --parts: call regions I..J of the BED (0-based rows; "
                                                     "default all)")
     ap.add_argument("--bam-out", help="also write the sorted, duplicate-marked records (of the regions) as BAM + .bai")
+    ap.add_argument("--all-contigs", action="store_true",
+                    help="call ALT, decoy and HLA contigs too (by default only the primary assembly is called; "
+                         "their reads are in --bam-out either way)")
     ap.add_argument("-t", "--threads", type=int, default=1, help="threads per rank (default 1)")
     ap.add_argument("--max-bq", type=int, default=MAX_BQ,
                     help=f"trust a reported base quality up to this at most (default {MAX_BQ}); below it, "
@@ -373,7 +379,8 @@ def main(argv=None):
         only = parse_only(a.only, len(read_regions(a.regions_bed, list(names), list(lens))[2]))
     res = run(a.reference, a.inputs, a.output, a.region, a.regions, a.bam_out, a.threads,
               argv=["python -m kernels.call"] + (argv if argv is not None else sys.argv[1:]), max_bq=a.max_bq,
-              qual_counts=a.qual_counts, parts=a.parts, regions_bed=a.regions_bed, only=only)
+              qual_counts=a.qual_counts, parts=a.parts, regions_bed=a.regions_bed, only=only,
+              all_contigs=a.all_contigs)
     if res is None:
         return 0
     if a.json:

@@ -26,9 +26,12 @@ from kernels.errors import InputError
 class RefView:
     """names, lengths, offsets, seq (uint8 codes, global coordinates); load() before reading."""
 
-    def __init__(self, path, names, lengths, seq, fetcher=None, how=""):
+    def __init__(self, path, names, lengths, seq, fetcher=None, how="", kinds=None):
+        from kernels.index import kind_of
         self.path = path
         self.names = list(names)
+        # primary / alt / decoy / hla: the index's record, else GRCh38's naming (kernels.index.kind_of)
+        self.kinds = list(kinds) if kinds is not None else [kind_of(n) for n in self.names]
         self.lengths = np.asarray(lengths, np.int64)
         self.offsets = np.zeros(len(self.names) + 1, np.int64)
         np.cumsum(self.lengths, out=self.offsets[1:])
@@ -107,7 +110,7 @@ def open_reference(path):
     if prefix:
         from kernels import index as gindex
         ix = gindex.load(prefix)
-        return RefView(path, ix.names, ix.lengths, ix.seq, how="index")
+        return RefView(path, ix.names, ix.lengths, ix.seq, how="index", kinds=ix.kinds)
     if not os.path.exists(path):
         raise InputError(f"{path}: no such reference (a FASTA, or a genefarm index prefix)")
     if os.path.isdir(path):

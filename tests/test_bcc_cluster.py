@@ -23,6 +23,7 @@ JOB = """#!/bin/sh
 T=${SGE_TASK_ID:-$SLURM_ARRAY_TASK_ID}
 hostname >> %(out)s/starts.$T
 sleep %(sleep)s
+%(hold)s
 echo "$(hostname) $T" > %(out)s/done.$T.tmp && mv %(out)s/done.$T.tmp %(out)s/done.$T
 """
 
@@ -50,12 +51,15 @@ class Cluster:
         env = "sge.env" if self.sched == "sge" else "slurm.env"
         return self.h.on("master", f". {self.state_dir()}/{env} && {cmd}", check=check, timeout=timeout)
 
-    def submit(self, tasks, sleep, tag):
+    def submit(self, tasks, sleep, tag, hold=False):
+        """An array of `tasks` tasks of `sleep` seconds; hold: each task then waits until the test
+        creates OUT/release, so that it is still running whatever the machine's load."""
         out = os.path.join(self.tmp, tag)
         os.makedirs(out)
         script = os.path.join(self.tmp, f"{tag}.sh")
+        wait = f"while [ ! -e {out}/release ]; do sleep 1; done" if hold else ""
         with open(script, "w") as f:
-            f.write(JOB % {"sleep": sleep, "out": out})
+            f.write(JOB % {"sleep": sleep, "out": out, "hold": wait})
         os.chmod(script, 0o755)
         if self.sched == "sge":
             jid = self.on_master(f"qsub -terse -t 1-{tasks} -o /dev/null -e /dev/null -N {tag} {script}").split(".")[0]
@@ -194,7 +198,10 @@ def test_cluster_lifecycle(hosts, tmp_path, sched, request):  # noqa: F811
 
     # 3. shrink to 1 while jobs run: the two newest drain; their jobs finish or are requeued, none lost
     t = time.time()
-    jid, out3 = c.submit(6, 12, "arr3")
+    # the tasks hold until released: when the drain timeout (6 s) ends, the drained nodes' tasks
+    # still run whatever the machine's load (with plain 12 s tasks a loaded machine could finish
+    # them during the resize's own steps, and then there was nothing to requeue)
+    jid, out3 = c.submit(6, 12, "arr3", hold=True)
     while len(c.running_hosts()) < 3 and time.time() - t < 60:
         time.sleep(0.5)
     assert len(c.running_hosts()) == 3, c.running_hosts()
@@ -219,7 +226,8 @@ def test_cluster_lifecycle(hosts, tmp_path, sched, request):  # noqa: F811
     left = s["groups"][0]["nodes"]
     assert [n["name"] for n in left] == [first[0]], left
     msgs = " | ".join(f"{e['node']}: {e['step']}: {e['message']}" for e in s["events"])
-    assert "drain" in msgs and "requeue" in msgs, msgs           # drain timeout 6 s < the jobs' 12 s
+    assert "drain" in msgs and "requeue" in msgs, msgs           # drain timeout 6 s < the tasks' hold
+    open(os.path.join(out3, "release"), "w").close()
     t = time.time()
     res = c.wait_done(out3, 6, timeout=300)
     times["rest of the 6 x 12 s array after the shrink"] = time.time() - t

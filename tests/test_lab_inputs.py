@@ -123,8 +123,12 @@ def test_alt_copies_keep_a_meaningful_mapq_on_the_primary_assembly(tmp_path, gen
 
 def test_reads_of_alt_or_hla_only_sequence_stay_there_and_decoys_absorb_theirs(tmp_path, genome):
     rng = np.random.default_rng(3)
-    # the decoy's own sequence (not in chrA): placed on the decoy, where calling does not happen
-    r1, r2, _ = simulate(genome["seq"]["chrUn_JTFH01000001v1_decoy"], 100, rng, [150])
+    # the decoy's own sequence (not in chrA), with 20 homozygous SNPs: placed on the decoy, where
+    # calling does not happen unless asked for
+    decoy = list(genome["seq"]["chrUn_JTFH01000001v1_decoy"])
+    for i in range(200, 7800, 380):
+        decoy[i] = "ACGT"[("ACGT".index(decoy[i]) + 1) % 4]
+    r1, r2, _ = simulate("".join(decoy), 1200, rng, [150])
     write_fastq(tmp_path / "d1.fq", r1)
     write_fastq(tmp_path / "d2.fq", r2)
     r = cli("kernels.align", genome["alt"], tmp_path / "d1.fq", tmp_path / "d2.fq", "-o", tmp_path / "d.bam", "-q")
@@ -132,6 +136,14 @@ def test_reads_of_alt_or_hla_only_sequence_stay_there_and_decoys_absorb_theirs(t
     recs = records(tmp_path / "d.bam")
     assert all(x.reference_name == "chrUn_JTFH01000001v1_decoy" for x in recs)
     assert np.mean([x.mapping_quality >= 20 for x in recs]) > 0.95
+    r = cli("kernels.call", genome["alt"], tmp_path / "d.bam", "-o", tmp_path / "d.vcf.gz", "--json", "-q",
+            "--bam-out", tmp_path / "dc.bam")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["variants"] == 0 and len(records(tmp_path / "dc.bam")) == 2400
+    r = cli("kernels.call", genome["alt"], tmp_path / "d.bam", "-o", tmp_path / "d.vcf.gz", "--json", "-q",
+            "--all-contigs")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["snps_pass"] >= 18
 
 
 def test_index_records_kinds_and_alt_origin(genome):
