@@ -43,7 +43,8 @@ WINDOW_PAIRS = 500_000                            # 2 x 150 bp x 500k / 5 Mb = 3
 # ---------------------------------------------------------------- timing with memory parts
 
 def _smaps(pid):
-    """[(command, rss, private, shared)] in MB of a process, its children and grandchildren now."""
+    """[(command, rss, private, shared)] in MB of a process, its children and grandchildren now
+    (/proc/PID/status: RssAnon is private, RssFile + RssShmem shared)."""
     pids = [pid]
     try:
         kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
@@ -59,14 +60,15 @@ def _smaps(pid):
     for p in pids:
         try:
             d = {}
-            for ln in open(f"/proc/{p}/smaps_rollup"):
+            for ln in open(f"/proc/{p}/status"):
                 f = ln.split()
                 if len(f) >= 2 and f[0].endswith(":") and f[1].isdigit():
                     d[f[0][:-1]] = int(f[1])
-            priv = d.get("Private_Clean", 0) + d.get("Private_Dirty", 0)
-            shared = d.get("Shared_Clean", 0) + d.get("Shared_Dirty", 0)
             comm = open(f"/proc/{p}/comm").read().strip()
-            per.append((comm, d.get("Rss", 0) / 1024, priv / 1024, shared / 1024))
+            # private: anonymous memory (the process's own); shared: file pages mapped (the index
+            # through the page cache, shared by every process that maps it) and shared memory
+            per.append((comm, d.get("VmRSS", 0) / 1024, d.get("RssAnon", 0) / 1024,
+                        (d.get("RssFile", 0) + d.get("RssShmem", 0)) / 1024))
         except OSError:
             pass
     return per
@@ -182,7 +184,7 @@ def window_reads(d, data_dir, shared):
     subprocess.run(f"samtools faidx '{data_dir}/ref.fa' {region} | sed 's/^>.*/>{c}/' > {w}/win.fa && "
                    f"samtools faidx {w}/win.fa", shell=True, check=True)
     # the window's variants, moved to window coordinates (mason simulates from them)
-    vin = subprocess.run(["bcftools", "view", "-H", "-r", region, os.path.join(data_dir, "sim_input.vcf.gz")],
+    vin = subprocess.run(["bcftools", "view", "-H", "-t", region, os.path.join(data_dir, "sim_input.vcf.gz")],
                          capture_output=True, text=True, check=True).stdout
     hdr = subprocess.run(["bcftools", "view", "-h", os.path.join(data_dir, "sim_input.vcf.gz")],
                          capture_output=True, text=True, check=True).stdout

@@ -1,6 +1,16 @@
 """The region planner: the frame splitter of the farm.
 
-A sample is called region by region. `plan(contigs, k)` cuts the genome into k contiguous
+`make_plan(contigs, pairs)` (what the pipeline and `genefarm plan` use) sizes the work by the
+sample: call shards of about PAIRS_PER_CALL expected read pairs each (a 30x human genome: about
+2,000), big contigs cut into pieces of that weight (cuts in N runs when near), small contigs
+packed together into multi-interval shards, and ALT, decoy and HLA contigs packed apart into
+shards whose reads are sorted and marked for the BAM but not called (kernels.call calls the
+primary assembly only); align chunks of about PAIRS_PER_CHUNK pairs (a 30x genome: a few
+hundred tasks; a small sample: a few). The pieces are the BED rows the aligner groups its
+records by; a shard is a run of consecutive rows (kernels.call --only I-J). Each task's memory
+and cores come from a per-stage model (`resources`).
+
+`plan(contigs, k)` (below, and the building block of make_plan) cuts the genome into k contiguous
 regions that together cover every contig exactly once, each inside one contig, balanced by
 their number of non-N bases (N bases get no reads, so they cost nothing), with every cut moved
 into an N run when one lies near the ideal cut (a cut inside a gap splits no read pile-ups).
@@ -49,11 +59,13 @@ class Region:
 
 @dataclass
 class Contig:
-    """A contig's length and its N runs (sorted, disjoint, half-open [nstart, nend))."""
+    """A contig's length, its N runs (sorted, disjoint, half-open [nstart, nend)) and its kind
+    (primary / alt / decoy / hla: kernels.index)."""
     name: str
     length: int
     nstarts: np.ndarray
     nends: np.ndarray
+    kind: str = "primary"
 
     @property
     def weight(self):
@@ -151,14 +163,165 @@ def plan(contigs, k, tol=0.1):
 
 
 def contigs_of_index(prefix):
-    """Contigs (with their N runs) of a genefarm index (kernels.index), read memory-mapped."""
+    """Contigs (with their N runs and kinds) of a genefarm index (kernels.index): from its gaps
+    table, without reading the bases."""
     from kernels import index as gindex
     idx = gindex.load(prefix)
+    gaps = np.asarray(idx.gaps)
     out = []
     for c in idx.meta["contigs"]:
-        s, e = n_runs(idx.seq[c["offset"]:c["offset"] + c["length"]])
-        out.append(Contig(c["name"], int(c["length"]), s, e))
+        a, b = int(c["offset"]), int(c["offset"]) + int(c["length"])
+        i0, i1 = np.searchsorted(gaps[:, 0], [a, b], side="left") if len(gaps) else (0, 0)
+        g = gaps[i0:i1] - a
+        out.append(Contig(c["name"], int(c["length"]), g[:, 0].astype(np.int64), g[:, 1].astype(np.int64),
+                          c.get("kind", "primary")))
     return out
+
+
+def contigs_of_layout(layout):
+    """Contigs from a reference's layout ([[name, length, kind, [[s, e], ...]], ...], master.store)."""
+    return [Contig(n, int(ln), np.array([s for s, _ in g], np.int64), np.array([e for _, e in g], np.int64), k)
+            for n, ln, k, g in layout]
+
+
+def layout_of(contigs):
+    return [[c.name, int(c.length), c.kind, [[int(s), int(e)] for s, e in zip(c.nstarts, c.nends)]]
+            for c in contigs]
+
+
+# ---------------------------------------------------------------- plans sized by the work
+
+PAIRS_PER_CALL = 200_000      # expected read pairs of a call shard (a 30x human genome: ~2,000 shards)
+PAIRS_PER_CHUNK = 2_000_000   # read pairs of an align chunk (30x: ~200 tasks)
+MIN_CHUNKS = 4                # a small sample is still aligned by a few tasks...
+MIN_CHUNK_PAIRS = 5_000       # ...of at least this many pairs
+CARRY_FACTOR = 4              # a shard of ALT/decoy/HLA contigs (sorted, not called) weighs this many shards
+MAX_SHARD_INTERVALS = 5000    # contigs packed into one shard at most
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One call task: consecutive pieces first..last (rows of the plan's BED, included)."""
+    index: int
+    first: int
+    last: int
+    weight: int          # non-N bases
+    pairs: float         # read pairs expected to start in it
+    calls: bool          # False: ALT/decoy/HLA contigs, whose reads are sorted and marked, not called
+
+    @property
+    def name(self):
+        return f"r{self.index:04d}"
+
+    def intervals(self, pieces):
+        return pieces[self.first:self.last + 1]
+
+    def spec(self, pieces):
+        """Its first interval as CHR:START-END, and how many more (what the UI and explain show)."""
+        first = pieces[self.first]
+        more = self.last - self.first
+        return first.spec + (f" +{more} more" if more else "")
+
+
+@dataclass
+class Plan:
+    """pieces: the BED rows (Region) tiling every contig; shards: the call tasks; chunk_pairs:
+    pairs per align chunk; pairs: the sample's read pairs (expected); resources per stage."""
+    pieces: list
+    shards: list
+    chunk_pairs: int
+    pairs: int
+    lanes: int = 1
+
+    @property
+    def chunks(self):
+        return max(1, -(-self.pairs // self.chunk_pairs))
+
+    def tasks(self):
+        return {"index": 1, "split": self.lanes, "align": self.chunks + self.lanes - 1, "call": len(self.shards),
+                "gather": 1}
+
+    def to_dict(self, resources=None):
+        d = {"pairs": int(self.pairs), "chunk_pairs": int(self.chunk_pairs), "tasks": self.tasks(),
+             "regions": [{"name": s.name, "calls": s.calls, "weight": s.weight, "pairs": round(s.pairs),
+                          "intervals": [[r.contig, r.start, r.end] for r in s.intervals(self.pieces)]}
+                         for s in self.shards]}
+        if resources:
+            d["memory_mb"] = {st: r["memory_mb"] for st, r in resources.items()}
+            d["cores"] = {st: r["cpus"] for st, r in resources.items()}
+        return d
+
+
+def chunk_size(pairs, per_chunk=PAIRS_PER_CHUNK):
+    """Pairs per align chunk for a sample of `pairs` pairs."""
+    pairs = max(1, int(pairs))
+    n = max(min(MIN_CHUNKS, -(-pairs // MIN_CHUNK_PAIRS)), -(-pairs // per_chunk))
+    return max(1, -(-pairs // n))
+
+
+def make_plan(contigs, pairs, regions=None, lanes=1, per_call=PAIRS_PER_CALL, per_chunk=PAIRS_PER_CHUNK,
+              chunk_pairs=None, tol=0.1):
+    """The plan of a sample of `pairs` read pairs over these contigs (see the module doc). regions:
+    ask for about that many call shards instead of sizing them by the pairs."""
+    if not contigs:
+        raise ValueError("a reference without contigs cannot be planned")
+    primary = [c for c in contigs if c.kind == "primary"]
+    wp = sum(c.weight for c in primary) or sum(c.length for c in primary) or 1
+    wall = sum(max(c.weight, 1) for c in contigs)
+    n_target = regions if regions else max(1, int(round(pairs / per_call)))
+    target = max(wp / n_target, MIN_REGION_BASES)
+    pieces = []
+    for c in contigs:
+        m = int(round(c.weight / target)) if c.kind == "primary" else 1
+        if m >= 2 and c.weight > 1.5 * target:
+            m = min(m, c.length)
+            bounds = [0] + _cuts(c, m, tol) + [c.length]
+        else:
+            bounds = [0, c.length]
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            pieces.append(Region(len(pieces), c.name, a, b, _weight_before(c, b) - _weight_before(c, a)))
+    kind = {c.name: c.kind for c in contigs}
+    shards = []
+    pack = []
+
+    def close():
+        if pack:
+            w = sum(p.weight for p in pack)
+            calls = kind[pack[0].contig] == "primary"
+            shards.append(Shard(len(shards), pack[0].index, pack[-1].index, w, pairs * max(w, 1) / wall, calls))
+            pack.clear()
+    for p in pieces:
+        calls = kind[p.contig] == "primary"
+        if pack and (kind[pack[0].contig] == "primary") != calls:
+            close()
+        limit = target if calls else CARRY_FACTOR * target
+        if calls and p.weight >= 0.5 * target:
+            close()
+            pack.append(p)
+            close()
+            continue
+        if pack and (sum(x.weight for x in pack) + p.weight > 1.5 * limit or len(pack) >= MAX_SHARD_INTERVALS):
+            close()
+        pack.append(p)
+        if sum(x.weight for x in pack) >= limit:
+            close()
+    close()
+    cp = chunk_pairs or chunk_size(pairs, per_chunk)
+    return Plan(pieces, shards, int(cp), int(pairs), lanes)
+
+
+def write_plan_bed(plan, path):
+    """The pieces as BED (contig, start, end, shard name), written under a temporary name."""
+    import os
+    shard_of = {}
+    for s in plan.shards:
+        for i in range(s.first, s.last + 1):
+            shard_of[i] = s.name
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        for r in plan.pieces:
+            f.write(f"{r.contig}\t{r.start}\t{r.end}\t{shard_of[r.index]}\n")
+    os.replace(tmp, path)
 
 
 def region_range(contigs, max_regions):

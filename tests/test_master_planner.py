@@ -141,3 +141,70 @@ def test_bed_round_trip(tmp_path):
     back = planner.read_bed(str(tmp_path / "r.bed"))
     assert [(r.contig, r.start, r.end) for r in back] == [(r.contig, r.start, r.end) for r in regions]
     assert regions[0].spec == f"chrA:1-{regions[0].end}"
+
+
+# ------------------------------------------------------------------ plans sized by the work
+
+def _genome(n_big=3, big=5_000_000, n_small=40, small=20_000, n_alt=5, n_decoy=30):
+    z = np.empty(0, np.int64)
+    cs = [Contig(f"chr{i + 1}", big, np.array([big // 2]), np.array([big // 2 + 50_000])) for i in range(n_big)]
+    cs += [Contig(f"chrUn_{i}", small, z, z) for i in range(n_small)]
+    cs += [Contig(f"chr1_{i}_alt", 100_000, z, z, "alt") for i in range(n_alt)]
+    cs += [Contig(f"chrUn_{i}_decoy", 5_000, z, z, "decoy") for i in range(n_decoy)]
+    cs += [Contig("HLA-A*01:01:01:01", 3_000, z, z, "hla")]
+    return cs
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1_000, 50_000_000), st.integers(0, 60))
+def test_work_plan_tiles_every_contig_and_shards_are_runs_of_one_kind(pairs, regions):
+    cs = _genome()
+    p = planner.make_plan(cs, pairs, regions=regions or None)
+    # the pieces tile every contig, in order, without gaps
+    by = {}
+    for r in p.pieces:
+        by.setdefault(r.contig, []).append(r)
+    assert list(by) == [c.name for c in cs]
+    for c in cs:
+        rs = by[c.name]
+        assert rs[0].start == 0 and rs[-1].end == c.length and all(a.end == b.start for a, b in zip(rs, rs[1:]))
+    # the shards are consecutive runs of pieces covering them all; one kind each (called or carried)
+    assert [s.first for s in p.shards] == [0] + [s.last + 1 for s in p.shards[:-1]]
+    assert p.shards[-1].last == len(p.pieces) - 1
+    kind = {c.name: c.kind for c in cs}
+    for s in p.shards:
+        kinds = {kind[r.contig] == "primary" for r in s.intervals(p.pieces)}
+        assert kinds == {s.calls}
+    assert sum(s.pairs for s in p.shards) == pytest.approx(pairs, rel=1e-6)
+
+
+def test_work_plan_sizes_shards_and_chunks_by_the_sample():
+    cs = _genome()
+    small = planner.make_plan(cs, 20_000)
+    assert sum(s.calls for s in small.shards) == 1 and small.chunk_pairs == 5_000 and small.tasks()["align"] == 4
+    big = planner.make_plan(cs, 4_000_000)
+    called = [s for s in big.shards if s.calls]
+    assert abs(len(called) - 20) <= 2                            # 4M pairs / 200k, cut in whole pieces
+    w = [s.weight for s in called]
+    assert max(w) <= 1.6 * min(w) and big.chunk_pairs == 1_000_000
+    # the small contigs are packed together, the big ones cut; ALT/decoy/HLA in shards of their own
+    packed = [s for s in called if s.last > s.first]
+    assert packed and all(big.pieces[i].contig.startswith("chrUn_") for s in packed for i in range(s.first, s.last + 1))
+    carry = [s for s in big.shards if not s.calls]
+    assert carry and {big.pieces[i].contig.split("_")[-1] for s in carry for i in range(s.first, s.last + 1)} \
+        == {"alt", "decoy", "HLA-A*01:01:01:01"}
+    # a 30x human: ~2,000 call shards and a few hundred align chunks
+    human = planner.make_plan(cs, 400_000_000)
+    assert human.chunk_pairs == 2_000_000 and human.tasks()["align"] == 200
+    assert abs(sum(s.calls for s in human.shards) - 2000) <= 20 or sum(c.weight for c in cs) / 2000 < 100_000
+    d = human.to_dict({"align": {"memory_mb": 1, "cpus": 2}})
+    assert set(d) >= {"regions", "tasks", "memory_mb"} and d["regions"][0]["intervals"][0][0] == "chr1"
+
+
+def test_work_plan_from_the_index_reads_no_bases(tiny_index):
+    cs = planner.contigs_of_index(tiny_index)
+    assert [c.kind for c in cs] == ["primary"] * 3
+    gap = next(c for c in cs if len(c.nstarts))
+    assert int((gap.nends - gap.nstarts).max()) >= 50_000
+    p = planner.make_plan(cs, 2_000_000)
+    assert len(p.shards) == 10 and all(s.calls for s in p.shards)
