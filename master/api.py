@@ -8,6 +8,7 @@
     GET  /runs/<id>/tasks       GET  /runs/<id>/events
     GET  /tasks/<id>            GET  /tasks/<id>/attempts  GET /tasks/<id>/explain
     GET  /attempts/<id>/log[?tail=BYTES]                   (text/plain)
+    POST /plan                  {reference, pairs | r1, r2 | lanes, regions}: the plan a sample would get
 Errors: {"error": message} with 400 (bad input), 401 (no or bad token), 404, 409 (exists/conflict).
 """
 import os
@@ -63,6 +64,11 @@ def _get(model, key, what):
     if obj is None:
         raise service.ApiError(404, f"no {what} {key}")
     return obj
+
+
+@bp.post("/plan")
+def plan():
+    return jsonify(service.plan_sample(db(), current_app.config["SETTINGS"], _json_body()))
 
 
 @bp.get("/health")

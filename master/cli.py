@@ -3,11 +3,12 @@
     genefarm serve [--host H] [--port P] [--no-poller]   the API (+ the poller, in its own process)
     genefarm poller                                      the poller alone
     genefarm reference add NAME FASTA | reference list
-    genefarm submit NAME --reference REF R1 R2 [--regions K] [--output URI] [--chunk-pairs N] [--ranks R]
+    genefarm submit NAME --reference REF R1 R2 [R1 R2 ...] [--regions K] [--output URI] [--chunk-pairs N] [--ranks R]
     genefarm submit --resubmit NAME
+    genefarm plan --reference REF (--pairs N | R1 R2 ...) [--regions K]   the plan before anything runs
     genefarm status [RUN]        genefarm logs TASK [--attempt N]     genefarm cancel RUN
     genefarm explain TASK | --run RUN
-    genefarm run R1 R2 --reference FASTA|NAME [--name S] [--regions K] ...   embedded master: start it,
+    genefarm run R1 R2 [R1 R2 ...] --reference FASTA|NAME [--name S] [--regions K] ...   embedded master: start it,
                                  submit, follow with a progress bar, exit with the result
 Every command takes --json (data on stdout; talk on stderr). Exit 0 ok, 1 failed, 2 bad input.
 The API is found at --url / GENEFARM_API_URL (default http://127.0.0.1:8642), the token at
@@ -173,6 +174,43 @@ def cmd_submit(args):
     out(args, r, f"sample {r['sample']['name']}: run {r['run']['id']} submitted")
     talk(f"follow it with `genefarm status {r['run']['id']}`")
     return EXIT_OK
+
+
+def cmd_plan(args):
+    c = _client(args)
+    if not args.reference:
+        talk("genefarm plan: give --reference NAME and --pairs N or the FASTQ files (R1 R2 [R1 R2 ...])")
+        return EXIT_BAD
+    body = {"reference": args.reference}
+    if args.regions is not None:
+        body["regions"] = args.regions
+    if args.pairs is not None:
+        body["pairs"] = args.pairs
+    elif args.fastq:
+        pairs = fastq_pairs(args.fastq)
+        body["lanes"] = [{"id": i, "r1": _abs(a), "r2": _abs(b)} for i, (a, b) in zip(lane_ids(pairs), pairs)]
+    else:
+        talk("genefarm plan: give --pairs N or the FASTQ files (R1 R2 [R1 R2 ...])")
+        return EXIT_BAD
+    p = c.post("/plan", body)
+    called = [r for r in p["regions"] if r["calls"]]
+    lines = [f"plan for {p['pairs']:,} read pairs on {p['reference']}: {p['tasks']['align']} align tasks of "
+             f"{p['chunk_pairs']:,} pairs, {len(p['regions'])} call tasks ({len(called)} called, "
+             f"{len(p['regions']) - len(called)} of ALT/decoy/HLA contigs sorted only)",
+             "  stage    tasks  memory MB  cores"]
+    for st in ("index", "split", "align", "call", "gather"):
+        lines.append(f"  {st:<8}{p['tasks'][st]:>6}{p['memory_mb'][st]:>11,}{p['cores'][st]:>7}")
+    for r in p["regions"][:args.show]:
+        iv = r["intervals"]
+        first = f"{iv[0][0]}:{iv[0][1] + 1:,}-{iv[0][2]:,}"
+        lines.append(f"  {r['name']}  {first}" + (f" +{len(iv) - 1} more" if len(iv) > 1 else "")
+                     + f"  ~{r['pairs']:,} pairs" + ("" if r["calls"] else "  (not called)"))
+    if len(p["regions"]) > args.show:
+        lines.append(f"  ... {len(p['regions']) - args.show} more (--json lists them all)")
+    if p.get("fits"):
+        lines.append(f"  does not fit: {p['fits']}")
+    out(args, p, "\n".join(lines))
+    return EXIT_BAD if p.get("fits") else EXIT_OK
 
 
 def _fmt_counts(counts):
@@ -400,6 +438,13 @@ def parser():
     p.add_argument("--resubmit", metavar="NAME", help="run a sample again (done work comes from the cache)")
     sample_opts(p)
     p.set_defaults(fn=cmd_submit)
+    p = sub.add_parser("plan", parents=[common], help="the plan a sample would get: regions, tasks, memory, cores")
+    p.add_argument("fastq", nargs="*", metavar="R1 R2", help="the sample's FASTQ pairs (or --pairs N)")
+    p.add_argument("--reference", help="reference name")
+    p.add_argument("--pairs", type=int, help="the sample's read pairs (instead of its files)")
+    p.add_argument("--regions", type=int, help="about this many call shards (default: sized by the reads)")
+    p.add_argument("--show", type=int, default=10, help="regions listed in the text output (default 10)")
+    p.set_defaults(fn=cmd_plan)
     p = sub.add_parser("status", parents=[common], help="runs, or one run's tasks")
     p.add_argument("run", nargs="?", type=int)
     p.add_argument("--exit-status", action="store_true", help="exit 1 when the run failed or was cancelled")

@@ -22,6 +22,7 @@ import time
 from sqlalchemy import select
 
 from master import cachekey, pipeline
+from master.resources import RETRY_FACTOR
 from master.backends.base import ArraySpec, BackendError
 from master.states import (ACTIVE, EXIT_PREEMPTED, TERMINAL, EndReason, JobState, RunState, TaskState,
                            check_transition)
@@ -31,6 +32,8 @@ from worker import storage
 
 log = logging.getLogger("genefarm.engine")
 REPORT_GRACE = 3.0        # seconds to wait for a report after the backend says the job ended
+OOM_SHARE = 0.9           # a job SIGKILLed at this share of its memory request was killed for memory
+VMEM_SLACK_MB = 4096      # address space an interpreter with numba's threads reserves beyond what it uses
 
 
 class Engine:
@@ -185,6 +188,9 @@ class Engine:
         outcome = rep.get("outcome", "failed")
         if outcome == "done":
             t.result = rep.get("result") or {}
+        mem = rep.get("memory") or {}
+        if outcome == "failed" and mem.get("exceeded"):
+            outcome = "memory"
         self.close(db, t, a, outcome, rep.get("exit_code"), rep.get("message", ""))
 
     def close_from_job(self, db, t, a, js):
@@ -196,6 +202,11 @@ class Engine:
             else:
                 self.close(db, t, a, "preempted", code, f"job {a.job_id} was cancelled by the scheduler or an "
                            f"administrator ({js.raw}); requeued without spending a retry")
+        elif "OUT_OF_MEMORY" in (js.raw or "").upper() or (
+                (js.signal == 9 or code == 137) and js.peak_mb and t.resources.get("memory_mb")
+                and js.peak_mb >= OOM_SHARE * int(t.resources["memory_mb"]) * int(t.resources.get("ranks", 1))):
+            self.close(db, t, a, "memory", code, f"job {a.job_id} was killed for memory ({js.raw}): used "
+                       f"{js.peak_mb or 0:,.0f} of {int(t.resources.get('memory_mb', 0)):,} MB asked for")
         elif js.signal or (code is not None and code > 128):
             self.close(db, t, a, "preempted", code, f"job {a.job_id} was killed by signal "
                        f"{js.signal or code - 128} before the worker could report ({js.raw}); requeued without "
@@ -247,6 +258,22 @@ class Engine:
                           f"(preemption {t.preemptions}; retries spent {t.retries}/{s.max_retries})")
             return
         a.end_reason = EndReason.FAILED.value
+        if outcome == "memory":
+            # killed for memory: a failure (never a preemption), retried once with more memory
+            r = dict(t.resources or {})
+            asked = int(r.get("memory_mb", 0) or 0)
+            if not r.get("memory_raised") and asked and t.retries < s.max_retries:
+                r["memory_mb"] = int(asked * RETRY_FACTOR)
+                r["memory_raised"] = 1
+                t.resources = r
+                t.retries += 1
+                self.move(db, t, TaskState.READY, f"attempt {a.number} failed: {message}; retried with "
+                          f"{r['memory_mb']:,} MB (retry {t.retries} of {s.max_retries})")
+            else:
+                self.move(db, t, TaskState.FAILED, f"attempt {a.number} failed: {message}; it had already been "
+                          f"given more memory: give the {t.stage} stage more (node_memory_mb, fewer threads) or "
+                          f"split the work finer (more regions, smaller chunks)")
+            return
         if outcome == "bad_input":
             self.move(db, t, TaskState.FAILED, f"attempt {a.number} failed on bad input (exit 2), not retried: "
                       f"{message}")
@@ -348,12 +375,13 @@ class Engine:
         groups = {}
         for t in todo[:room]:
             r = t.resources
-            key = (t.run_id, t.stage, int(r.get("cpus", 1)), int(r.get("ranks", 1)), int(r.get("memory_mb", 0)))
+            key = (t.run_id, t.stage, int(r.get("cpus", 1)), int(r.get("ranks", 1)), int(r.get("memory_mb", 0)),
+                   int(r.get("mapped_mb", 0)))
             groups.setdefault(key, []).append(t)
-        for (run_id, stage, cpus, ranks, mem), tasks in groups.items():
-            self.submit_array(db, run_id, stage, cpus, ranks, mem, tasks)
+        for (run_id, stage, cpus, ranks, mem, mapped), tasks in groups.items():
+            self.submit_array(db, run_id, stage, cpus, ranks, mem, tasks, mapped)
 
-    def submit_array(self, db, run_id, stage, cpus, ranks, mem, tasks):
+    def submit_array(self, db, run_id, stage, cpus, ranks, mem, tasks, mapped=0):
         s = self.settings
         self.serial += 1
         name = f"gf{run_id}-{stage}-{int(time.time() * 1000) % 10 ** 9}{self.serial}"
@@ -363,7 +391,7 @@ class Engine:
         os.makedirs(logs, exist_ok=True)
         spec = ArraySpec(name=name, count=len(tasks), argv=[s.python, "-m", "worker", "run", "--array", manifest],
                          manifest=manifest, log_dir=logs, cpus=cpus, ranks=ranks, memory_mb=mem,
-                         env=self.worker_env())
+                         vmem_mb=mem + mapped + VMEM_SLACK_MB if mem else 0, env=self.worker_env())
         atts = []
         for i, t in enumerate(tasks, 1):
             number = len(t.attempts) + 1

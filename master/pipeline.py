@@ -3,10 +3,11 @@
     index   reference -> index directory (one per reference content: its cache key has only
             the reference's content hash, so every sample of that reference shares it)
     split   per lane: R1 + R2 -> chunk files (the kernel checks the pair: counts and names)
-    (plan)  index -> regions.bed: the region planner, run by the master itself, cached by key
+    (plan)  index + the pairs the splits found -> regions.bed + plan.json: the planner
+            (planner.make_plan), run by the master itself, cached by key
     align   per chunk: index + chunk + regions.bed -> one part file (kernels.partfile: the records
             grouped by region) and the chunk's base-quality counts
-    call    per region: every chunk's part file (of which the kernel reads only the region's groups
+    call    per shard (a run of the plan's pieces): every chunk's part file (of which the kernel reads only the region's groups
             and its neighbours' edges), the index (its bases near the region), and every chunk's
             quality counts (so a region is called as the whole sample would be) -> region VCF + BAM
     gather  region VCFs + region BAMs + the part files' pairs with no position -> sample VCF.gz +
@@ -25,6 +26,7 @@ import re
 from sqlalchemy import select
 
 from master import planner
+from master.resources import for_task as task_resources
 from master.states import TaskState
 from master.store import Task, add_event
 
@@ -59,14 +61,39 @@ def read_group(sample, lane):
     return f"@RG\\tID:{rid}\\tSM:{sample.name}\\tLB:{sample.name}\\tPL:ILLUMINA{pu}"
 
 
+def _mapped_mb(index_out, names=None):
+    """MB of the index's files a task maps (the page cache holds them, shared; address space
+    limits must leave room for them): all of them, or those named."""
+    try:
+        fs = [f for f in os.listdir(index_out) if f.startswith("ref.gfi.") and (names is None or f in names)]
+        return int(sum(os.path.getsize(os.path.join(index_out, f)) for f in fs) / 1e6) + 1
+    except OSError:
+        return 0
+
+
 def start(db, settings, run):
     s = run.sample
     ref = s.reference
-    _task(db, run, "index", "index", [], {"reference": ref.uri}, {"reference": f"sha256:{ref.sha256}"})
+    _task(db, run, "index", "index", [], {"reference": ref.uri}, {"reference": f"sha256:{ref.sha256}"},
+          resources=task_resources("index", 1, genome_bases=ref.bases))
+    chunk = s.params.get("chunk_pairs") or settings.chunk_pairs or planner.chunk_size(estimated_pairs(s))
     for lane in s.lane_list:
         _task(db, run, "split", split_key(s, lane), [], {"r1": lane["r1"], "r2": lane["r2"]},
-              {"r1": f"file:{lane['r1']}", "r2": f"file:{lane['r2']}"},
-              params={"pairs": int(s.params.get("chunk_pairs") or settings.chunk_pairs)})
+              {"r1": f"file:{lane['r1']}", "r2": f"file:{lane['r2']}"}, params={"pairs": int(chunk)},
+              resources=task_resources("split", 1))
+
+
+def estimated_pairs(sample):
+    """The sample's read pairs, estimated from its R1 files before anything reads them (the chunk
+    size follows from it; the plan then uses the pairs the splits count)."""
+    from worker import storage
+    n = 0
+    for lane in sample.lane_list:
+        if storage.is_remote(lane["r1"]):
+            n += planner.estimate_pairs(None, storage.stat(lane["r1"])["size"])
+        else:
+            n += planner.estimate_pairs(storage.local_path(lane["r1"]))
+    return n
 
 
 def _by_key(db, run):
@@ -77,22 +104,43 @@ def _out(t):
     return t.outputs.get("out", "")
 
 
-def _plan(db, eng, run, index_task):
-    """The region plan (regions.bed under the work directory, keyed by the index and the count)."""
-    k = run.sample.regions
-    key = hashlib.sha256(f"plan\0{index_task.cache_key}\0{k}".encode()).hexdigest()
+def pairs_of(splits):
+    """Read pairs the split tasks found (their kernels' summaries; else their chunks x pairs asked)."""
+    n = 0
+    for t in splits:
+        got = sum(int(c.get("pairs", 0)) for c in (t.result or {}).get("chunks", []))
+        n += got or len(chunks_of(_out(t))) * int(t.params.get("pairs", 0))
+    return max(n, 1)
+
+
+def _plan(db, eng, run, index_task, splits):
+    """The sample's plan (planner.make_plan) from the index's contigs and the pairs the splits
+    found: regions.bed (the pieces the aligner groups by) and plan.json (the call shards) under the
+    work directory, keyed by the index, the pairs and the region count asked (0: sized by the pairs)."""
+    import json
+    k = int(run.sample.regions or 0)
+    pairs = pairs_of(splits)
+    key = hashlib.sha256(f"plan2\0{index_task.cache_key}\0{k}\0{pairs}\0{planner.PAIRS_PER_CALL}".encode()).hexdigest()
     d = work_dir(eng.settings, "plan", key)
-    bed = os.path.join(d, "regions.bed")
-    if not os.path.exists(bed):
+    bed, pj = os.path.join(d, "regions.bed"), os.path.join(d, "plan.json")
+    if not os.path.exists(pj):
         contigs = planner.contigs_of_index(os.path.join(_out(index_task), "ref"))
-        regions = planner.plan(contigs, k)
+        p = planner.make_plan(contigs, pairs, regions=k or None, lanes=len(splits))
         os.makedirs(d, exist_ok=True)
-        planner.write_bed(regions, bed)
-        add_event(db, run.id, None, "plan", f"planned {len(regions)} regions ({k} asked) -> {bed}")
-    else:
-        regions = planner.read_bed(bed)
+        planner.write_plan_bed(p, bed)
+        shards = [[s.first, s.last, s.calls, s.spec(p.pieces), round(s.pairs)] for s in p.shards]
+        tmp = f"{pj}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump({"pairs": pairs, "pieces": len(p.pieces), "shards": shards}, f)
+        os.replace(tmp, pj)
+        add_event(db, run.id, None, "plan", f"planned {len(p.shards)} call shards ({sum(s.calls for s in p.shards)} "
+                                            f"called) over {len(p.pieces)} pieces for {pairs:,} pairs"
+                                            + (f" ({k} regions asked)" if k else "") + f" -> {bed}")
+    with open(pj) as f:
+        got = json.load(f)
     summary = dict(run.summary or {})
-    summary["plan"] = {"bed": bed, "key": key, "regions": [r.spec for r in regions]}
+    summary["plan"] = {"bed": bed, "key": key, "pairs": got["pairs"], "pieces": got["pieces"],
+                       "shards": [x[:3] + x[4:5] for x in got["shards"]], "regions": [x[3] for x in got["shards"]]}
     run.summary = summary
     return summary["plan"]
 
@@ -119,8 +167,8 @@ def advance(db, eng, run):
     if idx is None or any(t is None for _, t in lanes):
         return 0
     done = TaskState.DONE.value
-    if idx.state == done and "plan" not in (run.summary or {}):
-        _plan(db, eng, run, idx)
+    if idx.state == done and all(t.state == done for _, t in lanes) and "plan" not in (run.summary or {}):
+        _plan(db, eng, run, idx, [t for _, t in lanes])
     plan = (run.summary or {}).get("plan")
     aligns = sorted((t for k, t in tasks.items() if t.stage == "align"), key=lambda t: t.key)
     if plan and all(t.state == done for _, t in lanes) and not aligns:
@@ -138,7 +186,8 @@ def advance(db, eng, run):
                       {"index": f"task:{idx.cache_key}", "r1": f"task:{spl.cache_key}/{rel1}",
                        "r2": f"task:{spl.cache_key}/{rel2}", "regions": f"plan:{plan['key']}"},
                       params={"read_group": read_group(s, lane)},
-                      resources={"cpus": st.threads, "ranks": int(s.params.get("ranks", 1))})
+                      resources=dict(task_resources("align", st.threads, ranks=int(s.params.get("ranks", 1))),
+                                     mapped_mb=_mapped_mb(_out(idx))))
                 made += 1
             add_event(db, run.id, spl.id, "expand", f"{len(chunks)} chunks of lane {lane['id']} -> "
                                                     f"{len(chunks)} align tasks")
@@ -146,20 +195,22 @@ def advance(db, eng, run):
     calls = [t for t in tasks.values() if t.stage == "call"]
     if aligns and not calls and all(t.state == done for t in aligns):
         specs = plan["regions"]
+        shards = plan["shards"]
         # a call task names its inputs by the align tasks' output directories (each holds part.bam
         # and qual-counts.json): the kernel reads only its region's groups of every part file
         dirs = [_out(t) for t in aligns]
         qc = [os.path.join(d, "qual-counts.json") for d in dirs]
         parts_ids = [f"task:{t.cache_key}" for t in aligns]
         qc_ids = [f"task:{t.cache_key}/qual-counts.json" for t in aligns]
-        for r, spec in enumerate(specs):
+        for r, (spec, (first, last, _, pairs)) in enumerate(zip(specs, shards)):
             _task(db, run, "call", f"call/r{r:04d}", [t.key for t in aligns],
                   {"reference": _out(idx), "parts": dirs, "regions": plan["bed"], "qual_counts": qc},
                   {"reference": f"task:{idx.cache_key}", "parts": parts_ids, "regions": f"plan:{plan['key']}",
-                   "qual_counts": qc_ids}, region=spec, params={"region_index": r},
-                  resources={"cpus": st.threads, "ranks": 1})
+                   "qual_counts": qc_ids}, region=spec[:200], params={"rows": [first, last]},
+                  resources=dict(task_resources("call", st.threads, pairs=pairs),
+                                 mapped_mb=_mapped_mb(_out(idx), {"ref.gfi.seq.npy", "ref.gfi.json"})))
             made += 1
-        add_event(db, run.id, None, "expand", f"{len(specs)} regions -> {len(specs)} call tasks")
+        add_event(db, run.id, None, "expand", f"{len(specs)} call shards -> {len(specs)} call tasks")
         return made
     gathers = [t for t in tasks.values() if t.stage == "gather"]
     if calls and not gathers and all(t.state == done for t in calls):
@@ -171,7 +222,7 @@ def advance(db, eng, run):
               {"vcfs": [f"task:{t.cache_key}/region.vcf.gz" for t in calls],
                "bams": [f"task:{t.cache_key}/region.bam" for t in calls],
                "parts": [f"task:{t.cache_key}" for t in aligns]},
-              params={"sample": s.name}, resources={"cpus": st.threads, "ranks": 1})
+              params={"sample": s.name}, resources=task_resources("gather", st.threads))
         made += 1
     return made
 

@@ -252,6 +252,32 @@ class Plan:
         return d
 
 
+BYTES_PER_RECORD_GZ = 90      # a gzip FASTQ record of 2x150 data, when the file cannot be sampled
+
+
+def estimate_pairs(r1, size=None):
+    """Read pairs of a FASTQ pair from its R1: its size over the bytes a record takes, sampled from
+    the file's first megabytes when it is a local file (plain or gzip), else a typical figure."""
+    import os
+    import zlib
+    try:
+        size = os.path.getsize(r1) if size is None else size
+        with open(r1, "rb") as f:
+            gz = f.read(2) == b"\x1f\x8b"
+            f.seek(0)
+            raw = f.read(4 << 20)
+        if gz:
+            d = zlib.decompressobj(31)
+            text = d.decompress(raw)
+            used = len(raw) - len(d.unused_data)
+            per = used / max(1, text.count(b"\n") / 4)
+        else:
+            per = len(raw) / max(1, raw.count(b"\n") / 4)
+        return max(1, int(size / max(per, 1)))
+    except (OSError, ValueError, EOFError):
+        return max(1, int((size or 0) / BYTES_PER_RECORD_GZ))
+
+
 def chunk_size(pairs, per_chunk=PAIRS_PER_CHUNK):
     """Pairs per align chunk for a sample of `pairs` pairs."""
     pairs = max(1, int(pairs))

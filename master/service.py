@@ -39,24 +39,38 @@ def _check_uri(what, uri):
 
 
 def scan_fasta(path):
-    """(sha256 of the file, contigs, non-N bases) of a FASTA (plain or gzip/bgzip), streamed and
-    checked by the kernels' reader (a human genome in well under a minute, in bounded memory)."""
+    """(sha256 of the file, contigs, non-N bases, layout) of a FASTA (plain or gzip/bgzip), streamed
+    and checked by the kernels' reader (a human genome in well under a minute, in bounded memory);
+    the layout (names, lengths, kinds, N runs: master.planner) is what plans are made from."""
     from kernels.errors import InputError
     from kernels.fasta import stream_fasta
+    from kernels.index import gap_runs, kind_of
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
-    contigs, bases = 0, 0
+    layout, bases, at, runs, still = [], 0, 0, [], -1
+    buf = np.empty((1024, 2), np.int64)
     try:
         for kind, a, _ in stream_fasta(path):
             if kind == "seq":
                 bases += int(np.count_nonzero(a < 4))
+                n, st = gap_runs(a, at, still, buf)
+                if n > len(buf):
+                    buf = np.empty((n, 2), np.int64)
+                    n, st = gap_runs(a, at, still, buf)
+                runs += buf[:n].tolist()
+                still = st
+                at += len(a)
+            elif kind == "start":
+                at, runs, still = 0, [], -1
             elif kind == "end":
-                contigs += 1
+                if still >= 0:
+                    runs.append([still, at])
+                layout.append([a.name, int(a.length), kind_of(a.name), runs])
     except InputError as e:
         raise ApiError(400, f"not a FASTA file genefarm can read: {e}") from None
-    return h.hexdigest(), contigs, bases
+    return h.hexdigest(), len(layout), bases, layout
 
 
 def add_reference(db, settings, name, uri):
@@ -67,20 +81,21 @@ def add_reference(db, settings, name, uri):
     _check_uri("reference", uri)
     if storage.is_remote(uri):
         with tempfile.TemporaryDirectory(dir=settings.dir("tmp")) as d:
-            sha, n, bases = scan_fasta(storage.fetch(uri, d, "ref.fa"))
+            sha, n, bases, layout = scan_fasta(storage.fetch(uri, d, "ref.fa"))
     else:
         uri = os.path.abspath(storage.local_path(uri))
-        sha, n, bases = scan_fasta(uri)
-    ref = Reference(name=name, uri=uri, sha256=sha, contigs=n, bases=bases)
+        sha, n, bases, layout = scan_fasta(uri)
+    ref = Reference(name=name, uri=uri, sha256=sha, contigs=n, bases=bases, layout=layout)
     db.add(ref)
     db.commit()
     return ref
 
 
 def region_range(settings, ref):
-    lo = ref.contigs
-    hi = max(lo, min(settings.max_regions, ref.bases // planner.MIN_REGION_BASES))
-    return lo, hi
+    """Call shards a sample of this reference may ask for (0, the default, sizes them by its reads;
+    small contigs are packed together, so fewer shards than contigs is fine)."""
+    hi = max(1, min(settings.max_regions, ref.bases // planner.MIN_REGION_BASES))
+    return 1, hi
 
 
 def submit_sample(db, settings, data):
@@ -102,9 +117,10 @@ def submit_sample(db, settings, data):
     r1, r2 = lanes[0]["r1"], lanes[0]["r2"]
     regions = data.get("regions", settings.default_regions)
     lo, hi = region_range(settings, ref)
-    if isinstance(regions, bool) or not isinstance(regions, int) or not lo <= regions <= hi:
+    if isinstance(regions, bool) or not isinstance(regions, int) or not (regions == 0 or lo <= regions <= hi):
         raise ApiError(400, f"regions={regions!r}: out of range for reference {ref.name} ({ref.contigs} contigs, "
-                            f"{ref.bases:,} non-N bases): give a whole number from {lo} to {hi}")
+                            f"{ref.bases:,} non-N bases): give 0 (sized by the sample's reads) or a whole number "
+                            f"from {lo} to {hi}")
     output = data.get("output") or ""
     if output and storage.scheme(output) not in ("", "file", "s3", "oss"):
         raise ApiError(400, f"output {output!r}: give a directory path, file://, s3:// or oss:// URI")
@@ -164,6 +180,54 @@ def _lanes(data, name):
     dup = next((f for f in files if files.count(f) > 1), None)
     if dup:
         raise ApiError(400, f"lanes: {dup} is given twice; each lane has files of its own")
+    return out
+
+
+def reference_layout(db, settings, ref):
+    """A reference's layout, scanned now (and kept) when the store was made before layouts."""
+    if not ref.layout:
+        if storage.is_remote(ref.uri):
+            with tempfile.TemporaryDirectory(dir=settings.dir("tmp")) as d:
+                ref.layout = scan_fasta(storage.fetch(ref.uri, d, "ref.fa"))[3]
+        else:
+            ref.layout = scan_fasta(storage.local_path(ref.uri))[3]
+        db.commit()
+    return ref.layout
+
+
+def plan_sample(db, settings, data):
+    """The plan a sample would get (POST /plan, `genefarm plan`): {reference, pairs} or
+    {reference, r1 (and r2), or lanes}, and regions (0: sized by the reads)."""
+    from master import resources
+    if not isinstance(data, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    refname = data.get("reference")
+    ref = db.scalars(select(Reference).where(Reference.name == refname)).first()
+    if ref is None:
+        known = ", ".join(r.name for r in db.scalars(select(Reference))) or "none"
+        raise ApiError(404, f"unknown reference {refname!r} (known: {known}); register it first with "
+                            f"`genefarm reference add NAME FASTA`")
+    pairs = data.get("pairs")
+    lanes = 1
+    if pairs is None:
+        ls = _lanes(data, "plan") if (data.get("lanes") or data.get("r1")) else None
+        if not ls:
+            raise ApiError(400, "give pairs (the sample's read pairs) or its FASTQ files (r1, r2 or lanes)")
+        lanes = len(ls)
+        pairs = sum(planner.estimate_pairs(None, storage.stat(x["r1"])["size"]) if storage.is_remote(x["r1"])
+                    else planner.estimate_pairs(storage.local_path(x["r1"])) for x in ls)
+    if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1:
+        raise ApiError(400, f"pairs={pairs!r}: give the sample's read pairs, a whole number of at least 1")
+    regions = data.get("regions", 0)
+    lo, hi = region_range(settings, ref)
+    if isinstance(regions, bool) or not isinstance(regions, int) or not (regions == 0 or lo <= regions <= hi):
+        raise ApiError(400, f"regions={regions!r}: give 0 (sized by the reads) or a whole number from {lo} to {hi}")
+    p = planner.make_plan(planner.contigs_of_layout(reference_layout(db, settings, ref)), pairs,
+                          regions=regions or None, lanes=lanes)
+    res = resources.for_plan(p, settings, ref.bases)
+    out = p.to_dict(res)
+    out["reference"] = ref.name
+    out["fits"] = resources.check(res, settings)
     return out
 
 

@@ -33,10 +33,12 @@ class Settings:
     python: str = ""                   # the Python that runs workers on the nodes (default: this one)
     queue: str = ""                    # SGE queue / Slurm partition ("" = the scheduler's default)
     parallel_env: str = "smp"          # SGE parallel environment for multi-rank tasks
-    default_regions: int = 8
+    default_regions: int = 0           # call shards: 0 sizes them by the reads (master.planner)
     max_regions: int = 4096
-    chunk_pairs: int = 250000          # read pairs per alignment chunk
+    chunk_pairs: int = 0               # read pairs per alignment chunk: 0 chooses by the input's size
     threads: int = 2                   # threads per align/call task
+    node_memory_mb: int = 0            # the most memory a node gives a task (0: this machine's): a plan
+    #                                    whose task would need more is refused before anything runs
     api_url: str = ""                  # where the CLI finds the API (default http://127.0.0.1:port)
     host: str = "127.0.0.1"
     port: int = 8642

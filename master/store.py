@@ -39,6 +39,9 @@ class Reference(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     contigs: Mapped[int] = mapped_column(Integer, default=0)
     bases: Mapped[int] = mapped_column(BigInteger, default=0)        # non-N bases
+    # [[name, length, kind, [[start, end], ... N runs]], ...] (master.planner.layout_of): what the
+    # planner needs, kept from the registration's scan; [] in a store made before it
+    layout: Mapped[list] = mapped_column(JSON, default=list)
     created: Mapped[float] = mapped_column(Float, default=now)
 
     def to_dict(self):
@@ -216,7 +219,7 @@ def make_engine(url):
 
 
 # columns added since a store's tables were first made: (table, column, SQL type), added when missing
-ADDED_COLUMNS = [("samples", "lanes", "JSON")]
+ADDED_COLUMNS = [("samples", "lanes", "JSON"), ("references", "layout", "JSON")]
 
 
 def open_store(url):

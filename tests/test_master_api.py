@@ -71,8 +71,8 @@ def test_submit_makes_a_run_with_its_first_tasks(api, tiny):
     ({"reference": "hg99"}, 404, "unknown reference 'hg99'"),
     ({"r1": "/nonexistent/r1.fq.gz"}, 400, "r1: /nonexistent/r1.fq.gz: does not exist"),
     ({"r2": "s3://"}, 400, "r2"),
-    ({"regions": 0}, 400, "out of range"),
-    ({"regions": 2}, 400, "from 3 to"),                      # fewer than the 3 contigs
+    ({"regions": -1}, 400, "out of range"),
+    ({"regions": "8"}, 400, "give 0 (sized by the sample's reads) or a whole number from 1 to"),
     ({"regions": 100000}, 400, "out of range"),
     ({"regions": "8"}, 400, "whole number"),
     ({"name": "../etc"}, 400, "sample name"),
@@ -212,3 +212,27 @@ def test_a_store_made_before_lanes_gets_the_column(tmp_path):
     from master.store import open_store
     eng2, _ = open_store(url)
     assert "lanes" in {c["name"] for c in sa.inspect(eng2).get_columns("samples")}
+
+
+def test_plan_before_anything_runs(api, tiny):
+    app, c, h, s = api
+    r = c.post("/api/v1/plan", json={"reference": "chr20sim", "pairs": 400_000}, headers=h)
+    assert r.status_code == 200, r.json
+    p = r.json
+    assert set(p) >= {"regions", "tasks", "memory_mb", "cores", "chunk_pairs"}
+    assert p["tasks"]["call"] == len(p["regions"]) in (2, 3) and p["tasks"]["align"] == 4
+    assert all(set(x) >= {"intervals", "calls"} for x in p["regions"]) and p["fits"] is None
+    iv = [tuple(i) for x in p["regions"] for i in x["intervals"]]
+    assert iv[0][:2] == ("chr20_10000001_12000000", 0) and iv[-1][2] == 500000
+    # from the files: the pairs estimated from R1
+    r = c.post("/api/v1/plan", json={"reference": "chr20sim", "r1": tiny["r1"], "r2": tiny["r2"]}, headers=h)
+    assert r.status_code == 200 and r.json["pairs"] == 20000
+    # a plan that does not fit is said so, with what to change
+    s.node_memory_mb = 500
+    r = c.post("/api/v1/plan", json={"reference": "chr20sim", "pairs": 400_000_000, "regions": 2}, headers=h)
+    assert r.status_code == 200 and "would need" in r.json["fits"] and "--regions" in r.json["fits"]
+    for body, words in (({"reference": "nope", "pairs": 5}, "unknown reference"),
+                        ({"reference": "chr20sim"}, "give pairs"),
+                        ({"reference": "chr20sim", "pairs": 0}, "at least 1")):
+        r = c.post("/api/v1/plan", json=body, headers=h)
+        assert r.status_code in (400, 404) and words in r.json["error"], r.json

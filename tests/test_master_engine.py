@@ -28,7 +28,8 @@ from worker.run import DONE_MARKER
 class ScriptedBackend(Backend):
     """Jobs end on the next status() call as the script says for (task key, attempt):
     done | temporary | bad | crash (exit 1, no report) | signal (SIGKILL, no report) | sigterm
-    (the worker's clean preempted report) | hang (stays running)."""
+    (the worker's clean preempted report) | hang (stays running) | memory (the worker's report of
+    a kernel stopped for memory) | oom (SIGKILL, no report, the scheduler says OUT_OF_MEMORY)."""
     name = "scripted"
 
     def __init__(self, script, index_prefix):
@@ -51,6 +52,9 @@ class ScriptedBackend(Backend):
         open_jobs = sum(1 for j in self.jobs.values() if j["state"] in (JobState.QUEUED, JobState.RUNNING))
         self.max_open = max(self.max_open, open_jobs)
         return ids
+
+    def submitted_messages(self, key):
+        return [j["msg"] for j in self.jobs.values() if j["msg"]["key"] == key]
 
     def _outputs(self, msg, out):
         st = msg["stage"]
@@ -90,6 +94,17 @@ class ScriptedBackend(Backend):
             code = {"temporary": 75, "bad": 2, "sigterm": 143}[what]
             rep.update(outcome=outcome, exit_code=code, message=f"scripted {what}")
             j.update(state=JobState.FAILED, code=code)
+        elif what == "memory":
+            # the worker stopped its kernel for going past the task's memory
+            rep.update(outcome="failed", exit_code=1, message=f"killed for memory: used 900 of "
+                       f"{msg['resources'].get('memory_mb')} MB asked for (the worker stopped it)",
+                       memory={"limit_mb": msg["resources"].get("memory_mb"), "peak_private_mb": 900,
+                               "exceeded": True})
+            j.update(state=JobState.FAILED, code=1)
+        elif what == "oom":
+            # the scheduler killed it for memory, no report (Slurm's OUT_OF_MEMORY)
+            j.update(state=JobState.FAILED, code=None, signal=9, report=False, raw="OUT_OF_MEMORY")
+            return
         elif what == "crash":
             j.update(state=JobState.FAILED, code=1, report=False)
             return
@@ -107,7 +122,7 @@ class ScriptedBackend(Backend):
                 continue
             if j["state"] in (JobState.QUEUED, JobState.RUNNING):
                 self._finish(jid)
-            out[jid] = JobStatus(j["state"], j.get("code"), j.get("signal"), "fakenode", raw=j["state"].value)
+            out[jid] = JobStatus(j["state"], j.get("code"), j.get("signal"), "fakenode", raw=j.get("raw", j["state"].value))
         return out
 
     def cancel(self, ids):
@@ -183,8 +198,33 @@ def test_a_clean_run_goes_through_every_stage(farm):
     # its row of the plan's BED; the store holds a path per chunk, not per chunk and region
     aligns = sorted((t for k, t in ts.items() if k.startswith("align/")), key=lambda t: t.key)
     assert call0.inputs["parts"] == [t.outputs["out"] for t in aligns]
-    assert [ts[f"call/r{r:04d}"].params["region_index"] for r in range(4)] == [0, 1, 2, 3]
+    rows = [ts[f"call/r{r:04d}"].params["rows"] for r in range(4)]
+    assert rows[0][0] == 0 and all(a[1] + 1 == b[0] for a, b in zip(rows, rows[1:]))      # consecutive runs of pieces
     assert call0.region.startswith("chr20_10000001_12000000:1-")
+
+
+def test_a_task_killed_for_memory_fails_says_so_and_is_retried_once_with_more(farm):
+    s, Session, make = farm
+    script = {("align/c0000", 1): "memory", ("align/c0000", 2): "done",
+              ("align/c0001", 1): "oom", ("align/c0001", 2): "memory"}
+    eng, be, rid = make(script)
+    drive(eng, Session, rid)
+    ts = tasks_of(Session, rid)
+    a0, a1 = ts["align/c0000"], ts["align/c0001"]
+    assert a0.state == "done" and a0.preemptions == 0 and a0.retries == 1
+    asked = [m["resources"]["memory_mb"] for m in be.submitted_messages("align/c0000")]
+    assert asked[1] == 2 * asked[0]                          # retried once with twice the memory
+    assert a1.state == "failed" and a1.preemptions == 0       # never counted as a preemption
+    assert "killed for memory" in a1.reason and "already been given more memory" in a1.reason
+    with Session() as db:
+        atts = db.scalars(select(Attempt).where(Attempt.task_id == a1.id).order_by(Attempt.number)).all()
+        assert [x.end_reason for x in atts] == ["failed", "failed"]
+        assert "OUT_OF_MEMORY" in atts[0].message and "used" in atts[0].message
+        run = db.get(Run, rid)
+        assert run.state == "failed"
+    with Session() as db:
+        text = explain.task(db, db.get(Task, a1.id))["text"]
+    assert "killed for memory" in text and "retried with" in text
 
 
 def test_failed_tasks_retry_up_to_the_limit_and_preemptions_are_free(farm):

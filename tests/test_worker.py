@@ -204,3 +204,30 @@ def test_oss_shares_the_object_store_path(tmp_path, bucket, s3_endpoint, monkeyp
         storage.stat(f"oss://{b}/dir/missing.txt")
     assert e.value.kind == "missing"
     storage._stores.clear()
+
+
+def test_a_kernel_past_its_memory_is_stopped_and_the_failure_says_so(tmp_path, tiny):
+    """The task asks for 40 MB; the index kernel needs far more: the worker stops it, and the
+    report is a failure (never a preemption) that says how much it used of how much."""
+    ref = tiny["ref"]
+    out = str(tmp_path / "work" / "idx")
+    p, m = message(tmp_path, {"reference": ref}, out)
+    d = json.loads(open(p).read())
+    d["resources"]["memory_mb"] = 40
+    open(p, "w").write(json.dumps(d))
+    r = run_worker(p)
+    assert r.returncode == 1, r.stderr
+    rep = report(m)
+    assert rep["outcome"] == "failed" and rep["memory"]["exceeded"] and rep["memory"]["limit_mb"] == 40
+    assert "killed for memory: used" in rep["message"] and "of 40 MB asked for" in rep["message"]
+    assert rep["memory"]["peak_private_mb"] > 40
+    assert not os.path.exists(out) and not [x for x in os.listdir(tmp_path / "work") if "partial" in x]
+    # with room, the same task runs, and its report gives the kernel's peak private memory
+    d["resources"]["memory_mb"] = 2000
+    d["attempt"] = 2
+    d["report"] = str(tmp_path / "report-7-2")
+    open(p, "w").write(json.dumps(d))
+    r = run_worker(p)
+    assert r.returncode == 0, r.stderr
+    rep = json.load(open(os.path.join(d["report"], "report.json")))
+    assert rep["outcome"] == "done" and not rep["memory"]["exceeded"] and 40 < rep["memory"]["peak_private_mb"] < 2000

@@ -33,6 +33,8 @@ from worker.message import MessageError, load, write_json_atomic
 
 EXIT = {"done": 0, "bad_input": 2, "temporary": 75, "failed": 1, "preempted": 143}
 HEARTBEAT_SECONDS = float(os.environ.get("GENEFARM_HEARTBEAT_SECONDS", "10"))
+MEMORY_POLL_SECONDS = 0.2
+OOM_SHARE = 0.9          # a kernel SIGKILLed by someone else near its limit was killed for memory
 DONE_MARKER = "_genefarm.json"
 
 
@@ -50,6 +52,12 @@ class Worker:
         self.started = time.time()
         self._stop = threading.Event()
         self.tail = collections.deque(maxlen=20)
+        # memory: what the task asked for (per rank, times its ranks), the kernel's peak private
+        # memory seen, and (used, limit) when the worker stopped it for going over
+        r = msg.resources or {}
+        self.mem_limit = int(r.get("memory_mb", 0) or 0) * max(1, int(r.get("ranks", 1) or 1))
+        self.mem_peak = 0.0
+        self.mem_over = None
 
     # ---------------------------------------------------------------- signals, heartbeats
     def _on_term(self, signum, _frame):
@@ -60,6 +68,25 @@ class Worker:
                 self.child.send_signal(signal.SIGTERM)
             except OSError:
                 pass
+
+    def _watch_memory(self):
+        """Follow the kernel's private memory; past the task's request, stop it (SIGKILL to its
+        processes): the attempt then fails saying so, and is retried with more."""
+        child = self.child
+        while child.poll() is None:
+            used = _private_mb(_tree(child.pid))
+            self.mem_peak = max(self.mem_peak, used)
+            if self.mem_limit and used > self.mem_limit and self.mem_over is None:
+                self.mem_over = (used, self.mem_limit)
+                log(f"the kernel uses {used:,.0f} MB, more than the {self.mem_limit:,} MB the task asked for: "
+                    f"stopping it")
+                for p in reversed(_tree(child.pid)):
+                    try:
+                        os.kill(p, signal.SIGKILL)
+                    except OSError:
+                        pass
+                return
+            time.sleep(MEMORY_POLL_SECONDS)
 
     def _heartbeat(self):
         while not self._stop.is_set():
@@ -100,7 +127,9 @@ class Worker:
         if self.preempted and outcome != "done":
             outcome, message = "preempted", "stopped by SIGTERM (preempted); requeued without spending a retry"
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-        report = {"task": m.task, "attempt": m.attempt, "stage": m.stage, "outcome": outcome,
+        memory = {"limit_mb": self.mem_limit, "peak_private_mb": round(self.mem_peak, 1),
+                  "exceeded": self.mem_over is not None}
+        report = {"task": m.task, "attempt": m.attempt, "stage": m.stage, "outcome": outcome, "memory": memory,
                   "exit_code": EXIT[outcome], "message": message, "node": self.node, "started": self.started,
                   "ended": time.time(), "cpu_seconds": round(ru.ru_utime + ru.ru_stime, 3),
                   "peak_mb": round(ru.ru_maxrss / 1024, 1), "result": result,
@@ -143,6 +172,8 @@ class Worker:
         if self.preempted:
             return "preempted", "", {}
         self.child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        watch = threading.Thread(target=self._watch_memory, daemon=True)
+        watch.start()
         out_chunks = []
         t_out = threading.Thread(target=lambda: out_chunks.append(self.child.stdout.read()), daemon=True)
         t_out.start()
@@ -153,6 +184,15 @@ class Worker:
         rc = self.child.wait()
         t_out.join()
         why = "; ".join(x for x in list(self.tail)[-3:] if x.strip())
+        oom = self.mem_over is not None or (rc == -signal.SIGKILL and not self.preempted and self.mem_limit
+                                             and self.mem_peak >= OOM_SHARE * self.mem_limit)
+        if oom:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            who = "the worker stopped it" if self.mem_over else "the system's out-of-memory killer stopped it"
+            used, limit = self.mem_over or (self.mem_peak, self.mem_limit)
+            self.mem_over = (used, limit)
+            return "failed", (f"killed for memory: used {used:,.0f} of {limit:,} MB asked for ({who}); "
+                              f"the master retries it once with more memory"), {}
         if self.preempted or rc < 0:
             shutil.rmtree(out_dir, ignore_errors=True)
             sig = -rc if rc < 0 else signal.SIGTERM
@@ -170,6 +210,36 @@ class Worker:
             return "preempted", "stopped by SIGTERM before delivery", {}
         storage.put(out_dir, out_uri)
         return "done", "", result
+
+
+def _tree(pid):
+    """pid and its descendants."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo += [int(x) for x in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _private_mb(pids):
+    """Private (anonymous) resident memory of the processes, in MB: the memory-mapped index and
+    reference are page cache shared by every task, not the task's own."""
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for ln in f:
+                    if ln.startswith("RssAnon:"):
+                        total += int(ln.split()[1])
+                        break
+        except OSError:
+            pass
+    return total / 1024
 
 
 def _last_json(text):

@@ -55,7 +55,7 @@ def command(msg, inputs, out_dir, scratch):
         # neighbours' edges), and the bases near it from the index
         argv = [_py(), "-m", "kernels.call", index_prefix(inputs["reference"]),
                 "--parts", _list_file(scratch, "parts.txt", [os.path.join(d, PART) for d in _as_list(inputs["parts"])]),
-                "--regions-bed", inputs["regions"], "--only", str(p["region_index"]),
+                "--regions-bed", inputs["regions"], "--only", f"{p['rows'][0]}-{p['rows'][1]}",
                 "-o", os.path.join(out_dir, "region.vcf.gz"), "--bam-out", os.path.join(out_dir, "region.bam"),
                 "-t", t, "--json"]
         if inputs.get("qual_counts"):       # the whole sample's quality counts: the same calls in any region

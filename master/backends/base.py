@@ -13,7 +13,9 @@ manifest/<i>.json, the index coming from the scheduler's environment):
     log_dir     where each element's stdout+stderr goes
     cpus        cores per rank (threads); an element takes cpus * ranks cores
     ranks       MPI ranks per element (>1: SGE parallel environment / Slurm --ntasks)
-    memory_mb   memory per element (0: the scheduler's default)
+    memory_mb   memory per rank: what the task's own processes hold (0: the scheduler's default)
+    vmem_mb     virtual memory per rank (the memory, the files it maps: the index, and room for the
+                interpreter's reservations), for schedulers that limit address space (SGE h_vmem)
     env         environment variables to set for the elements
 
 JobStatus: state (master.states.JobState), exit_code, signal, node, cpu_seconds, peak_mb, and
@@ -35,6 +37,7 @@ class ArraySpec:
     cpus: int = 1
     ranks: int = 1
     memory_mb: int = 0
+    vmem_mb: int = 0
     env: dict = field(default_factory=dict)
 
     def log_path(self, i):
@@ -79,7 +82,7 @@ def get_backend(settings):
     name = settings.backend
     if name == "local":
         from master.backends.local import LocalBackend
-        return LocalBackend(settings.dir("jobs"), settings.local_slots)
+        return LocalBackend(settings.dir("jobs"), settings.local_slots, settings.node_memory_mb)
     if name == "drmaa":
         try:
             from master.backends.drmaa_backend import DrmaaBackend

@@ -43,7 +43,10 @@ class DrmaaBackend(Backend):
         if self.queue:
             parts.append(f"-q {self.queue}")
         if spec.memory_mb:
-            parts.append(f"-l h_vmem={max(1, spec.memory_mb // slots)}M")
+            # per slot (SGE multiplies by the slots): mem_free to place the job, h_vmem to bound it
+            per = max(1, spec.memory_mb * spec.ranks // slots)
+            vm = max(per, (spec.vmem_mb or spec.memory_mb) * spec.ranks // slots)
+            parts.append(f"-l mem_free={per}M,h_vmem={vm}M")
         return " ".join(parts)
 
     def submit(self, spec):

@@ -6,8 +6,8 @@ started again finds its jobs where they were:
     JOBS/<array>/<i>.start      pid and start time of element i's runner (it started)
     JOBS/<array>/<i>.exit       how element i ended: exit code or signal, CPU seconds, peak memory
     JOBS/<array>/<i>.cancel     element i was cancelled (before or while running)
-Elements wait until enough of the `slots` cores are free (each takes spec.cpus), oldest array
-first. Each element runs under its own runner process (`python -m master.backends.localrun`),
+Elements wait until enough of the `slots` cores and of the machine's memory are free (each takes
+spec.cpus x ranks cores and the memory its task asked for), oldest array first. Each element runs under its own runner process (`python -m master.backends.localrun`),
 detached from the master in a session (process group) of its own: killing the master leaves it
 running, and killing the element's process group is seen as a job that ended by a signal.
 """
@@ -37,6 +37,17 @@ def _alive(pid, started_ticks=None):
     return True
 
 
+def _machine_memory_mb():
+    try:
+        with open("/proc/meminfo") as f:
+            for ln in f:
+                if ln.startswith("MemTotal:"):
+                    return int(ln.split()[1]) // 1024
+    except OSError:
+        pass
+    return 1 << 20
+
+
 def _read_json(path):
     try:
         with open(path) as f:
@@ -48,9 +59,10 @@ def _read_json(path):
 class LocalBackend(Backend):
     name = "local"
 
-    def __init__(self, jobs_dir, slots):
+    def __init__(self, jobs_dir, slots, memory_mb=0):
         self.dir = jobs_dir
         self.slots = max(1, int(slots))
+        self.memory_mb = int(memory_mb) or _machine_memory_mb()
         os.makedirs(self.dir, exist_ok=True)
 
     # ------------------------------------------------------------ the interface
@@ -129,8 +141,11 @@ class LocalBackend(Backend):
                 yield aid, ArraySpec(**spec)
 
     def pump(self):
-        """Start waiting elements while cores are free; returns how many started."""
+        """Start waiting elements while cores and memory are free (an element takes its cores and
+        the memory its task asked for; one runs even when it alone asks for more); returns how many
+        started."""
         used = 0
+        mem = 0
         waiting = []
         for aid, spec in self._arrays():
             d = os.path.join(self.dir, aid)
@@ -144,6 +159,7 @@ class LocalBackend(Backend):
                     st = _read_json(os.path.join(d, f"{i}.start"))
                     if st and _alive(st["pid"], st.get("ticks")):
                         used += min(spec.cpus * spec.ranks, self.slots)
+                        mem += spec.memory_mb * spec.ranks
                 elif f"{i}.cancel" not in names and f"{i}.launch" not in names:
                     waiting.append((aid, i, spec))
                 elif f"{i}.launch" in names and f"{i}.cancel" not in names:
@@ -151,13 +167,16 @@ class LocalBackend(Backend):
                     age = time.time() - os.path.getmtime(os.path.join(d, f"{i}.launch"))
                     if age < 30:
                         used += min(spec.cpus * spec.ranks, self.slots)
+                        mem += spec.memory_mb * spec.ranks
         started = 0
         for aid, i, spec in waiting:
             need = min(spec.cpus * spec.ranks, self.slots)
-            if used + need > self.slots:
+            need_mem = spec.memory_mb * spec.ranks
+            if used + need > self.slots or (used and mem + need_mem > self.memory_mb):
                 break
             self._launch(aid, i, spec)
             used += need
+            mem += need_mem
             started += 1
         return started
 

@@ -118,7 +118,10 @@ class SgeBackend(Backend):
         if self.queue:
             d.append(f"#$ -q {self.queue}")
         if spec.memory_mb:
-            d.append(f"#$ -l h_vmem={max(1, spec.memory_mb // slots)}M")
+            # per slot (SGE multiplies by the slots): mem_free to place the job, h_vmem to bound it
+            per = max(1, spec.memory_mb * spec.ranks // slots)
+            vm = max(per, (spec.vmem_mb or spec.memory_mb) * spec.ranks // slots)
+            d.append(f"#$ -l mem_free={per}M,h_vmem={vm}M")
         return templates.render("sge_job.sh.tmpl", name=spec.name, count=spec.count, log_dir=spec.log_dir,
                                 directives="\n".join(d), exports=templates.exports(spec.env),
                                 command=templates.command(spec.argv))

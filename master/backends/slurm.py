@@ -77,7 +77,8 @@ class SlurmBackend(Backend):
         if self.partition:
             d.append(f"#SBATCH --partition={self.partition}")
         if spec.memory_mb:
-            d.append(f"#SBATCH --mem={spec.memory_mb}M")
+            # Slurm bounds resident memory (cgroups): a rank's own memory, per core of the rank
+            d.append(f"#SBATCH --mem-per-cpu={max(1, -(-spec.memory_mb // max(1, spec.cpus)))}M")
         return templates.render("slurm_job.sh.tmpl", name=spec.name, count=spec.count, log_dir=spec.log_dir,
                                 ranks=spec.ranks, cpus=spec.cpus, directives="\n".join(d),
                                 exports=templates.exports(spec.env), command=templates.command(spec.argv))
