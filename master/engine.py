@@ -8,24 +8,27 @@ again it reads the store and carries on):
    done -> task DONE (and a cache entry); bad input -> FAILED (no retry); temporary or crashed
    -> READY again while retries remain (one spent), else FAILED; preempted, killed by a signal,
    or vanished -> READY again without spending a retry; cancelled -> CANCELLED;
-3. make the next stages' tasks (pipeline.advance); PENDING tasks whose deps are done -> READY;
-4. READY tasks: compute the cache key; a hit -> DONE without running; else submit, grouped into
-   arrays (one per run, stage and resources), no more than `max_queued` open attempts in all;
-5. runs whose tasks are all done -> DONE (with a summary); a failed task fails its run (the rest
-   is cancelled).
+3. in the runs where a task changed state: make the next stages' tasks (pipeline.advance);
+   PENDING tasks whose deps are done -> READY; a run whose tasks are all done -> DONE (with a
+   summary); a failed task fails its run (the rest is cancelled);
+4. READY tasks, as many as fit: compute the cache key; a hit -> DONE without running; else
+   submit, grouped into arrays (one per run, stage and resources), no more than `max_queued` open
+   attempts in all.
+A tick's cost follows what changed, not the size of the runs.
 Only this loop changes task states (master.states checks every move).
 """
 import logging
 import os
 import time
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
 
 from master import cachekey, pipeline
 from master.resources import RETRY_FACTOR
 from master.backends.base import ArraySpec, BackendError
-from master.states import (ACTIVE, EXIT_PREEMPTED, TERMINAL, EndReason, JobState, RunState, TaskState,
-                           check_transition)
+from master.states import (ACTIVE, EXIT_PREEMPTED, JOB_FINISHED, TERMINAL, EndReason, JobState, RunState,
+                           TaskState, check_transition)
 from master.store import Attempt, CacheEntry, FileHash, Run, Task, add_event
 from worker.message import TaskMessage, read_heartbeat, read_report, write_json_atomic
 from worker import storage
@@ -43,11 +46,17 @@ class Engine:
         self.backend = backend
         self.version = cachekey.kernel_version()
         self.serial = 0
+        # runs where a task changed state since their last look (advance, promote, finish_runs look
+        # only at those), and the newest run id seen (runs made by the API are new to this loop)
+        self.dirty = set()
+        self.last_run_id = 0
 
     # ------------------------------------------------------------------ helpers
     def move(self, db, task, new, why=""):
         check_transition(task.state, new)
         if task.state != TaskState(new).value:
+            if TaskState(new) in TERMINAL:        # what can make new tasks, promote others, end the run
+                self.dirty.add(task.run_id)
             task.state = TaskState(new).value
             task.updated = time.time()
             if why:
@@ -57,23 +66,45 @@ class Engine:
     def run_dir(self, run_id):
         return os.path.join(self.settings.dir("runs"), str(run_id))
 
+    def notify_dir(self):
+        """Where workers drop <task>.<attempt> once they have reported (master.poller watches it)."""
+        return os.path.join(self.settings.dir("runs"), "reported")
+
     def report_dir(self, task, number):
         return os.path.join(self.run_dir(task.run_id), "tasks", str(task.id), f"a{number}")
 
     # ------------------------------------------------------------------ the loop
     def tick(self):
+        """One pass of the loop. Its cost follows what changed: the open attempts (at most
+        max_queued), the runs where a task changed state, and the ready tasks that fit under the cap."""
         t0 = time.perf_counter()
         with self.Session() as db:
+            self.notice_new_runs(db)
             self.recover_submissions(db)
             self.handle_cancels(db)
             self.poll_attempts(db)
-            for run in db.scalars(select(Run).where(Run.state == RunState.RUNNING.value)).all():
-                if pipeline.advance(db, self, run):
-                    db.commit()
-            self.promote(db)
+            # a task's state change can make the next tasks, promote waiting ones, end the run:
+            # look again until nothing more changes in this tick
+            for _ in range(4):
+                if not self.dirty:
+                    break
+                runs, self.dirty = self.dirty, set()
+                for run in db.scalars(select(Run).where(Run.id.in_(runs), Run.state == RunState.RUNNING.value)).all():
+                    if pipeline.advance(db, self, run):
+                        db.commit()
+                        self.dirty.add(run.id)
+                    self.promote(db, run)
+                    self.finish_run(db, run)
             self.submit_ready(db)
-            self.finish_runs(db)
         return time.perf_counter() - t0
+
+    def notice_new_runs(self, db):
+        """Runs made since the last look (by the API, or before this master started) are looked at."""
+        new = db.scalars(select(Run.id).where(Run.id > self.last_run_id, Run.state == RunState.RUNNING.value)).all()
+        if new:
+            self.dirty.update(new)
+        top = db.scalar(select(func.max(Run.id)))
+        self.last_run_id = max(self.last_run_id, top or 0)
 
     def recover_submissions(self, db):
         """Attempts left without a job id by a master that died while submitting them. The
@@ -124,35 +155,58 @@ class Engine:
 
     # ------------------------------------------------------------------ attempts
     def poll_attempts(self, db):
-        atts = db.scalars(select(Attempt).where(Attempt.end_reason == "")).all()
+        """Follow the open attempts (at most max_queued): those the workers say they reported (one
+        listing of the notify directory) are closed from their reports; the rest are asked of the
+        backend in one call, and their heartbeats read while they start or when they go quiet."""
+        # the tasks' few columns every open attempt needs; the rest loads only for those that end
+        atts = db.scalars(select(Attempt).where(Attempt.end_reason == "")
+                          .options(selectinload(Attempt.task).load_only(Task.id, Task.run_id, Task.state,
+                                                                        Task.stage, Task.key))).all()
         if not atts:
             return
-        reports = {a.id: read_report(self.report_dir(a.task, a.number)) for a in atts}
-        ask = [a.job_id for a in atts if a.job_id and reports[a.id] is None]
+        try:
+            marked = set(os.listdir(self.notify_dir()))
+        except OSError:
+            marked = set()
+        now = time.time()
+        reports = {}
+        for a in atts:
+            if f"{a.task_id}.{a.number}" in marked:
+                reports[a.id] = read_report(self.report_dir(a.task, a.number))
+        ask = [a.job_id for a in atts if a.job_id and reports.get(a.id) is None]
         states = {}
         if ask:
             try:
                 states = self.backend.status(ask)
             except BackendError as e:
                 log.warning("status: %s", e)
-        now = time.time()
+        hb_every = max(2.0, 2 * self.settings.heartbeat_seconds)
+        with db.no_autoflush:                 # one flush at the commit, not one per attempt closed
+            self._follow(db, atts, reports, states, now, hb_every)
+        db.commit()
+
+    def _follow(self, db, atts, reports, states, now, hb_every):
         for a in atts:
             t = a.task
-            rep = reports[a.id]
+            rep = reports.get(a.id)
+            js = states.get(a.job_id)
+            if rep is None and js is not None and js.state in JOB_FINISHED:
+                rep = read_report(self.report_dir(t, a.number))      # a worker that left no mark
             if rep is not None and rep.get("attempt") == a.number and rep.get("task") == t.id:
                 self.close_from_report(db, t, a, rep)
+                self._unmark(f"{t.id}.{a.number}")
                 continue
             if not a.job_id:
                 continue
-            js = states.get(a.job_id)
-            hb = read_heartbeat(self.report_dir(t, a.number))
-            if hb:
-                a.heartbeat = hb.get("at")
-                if a.started is None:
-                    a.started = hb.get("started") or now
-                a.node = hb.get("node") or a.node
-                if t.state == TaskState.QUEUED.value:
-                    self.move(db, t, TaskState.RUNNING, f"attempt {a.number} running on {a.node}")
+            if t.state == TaskState.QUEUED.value or now - (a.heartbeat or a.submitted or 0) > hb_every:
+                hb = read_heartbeat(self.report_dir(t, a.number))
+                if hb:
+                    a.heartbeat = hb.get("at")
+                    if a.started is None:
+                        a.started = hb.get("started") or now
+                    a.node = hb.get("node") or a.node
+                    if t.state == TaskState.QUEUED.value:
+                        self.move(db, t, TaskState.RUNNING, f"attempt {a.number} running on {a.node}")
             if js is None:
                 continue
             a.state = js.state.value
@@ -177,7 +231,12 @@ class Engine:
                     self.close(db, t, a, "preempted", None,
                                f"lost: the scheduler no longer knows job {a.job_id} ({js.raw}), no report and no "
                                f"heartbeat for {int(now - last)} s; requeued without spending a retry")
-        db.commit()
+
+    def _unmark(self, name):
+        try:
+            os.unlink(os.path.join(self.notify_dir(), name))
+        except OSError:
+            pass
 
     def close_from_report(self, db, t, a, rep):
         a.cpu_seconds = rep.get("cpu_seconds")
@@ -286,17 +345,29 @@ class Engine:
                       f"out of retries ({t.retries} of {s.max_retries} spent, {t.preemptions} preemptions)")
 
     # ------------------------------------------------------------------ new work
-    def promote(self, db):
-        pend = db.scalars(select(Task).join(Run).where(Task.state == TaskState.PENDING.value,
-                                                       Run.state == RunState.RUNNING.value)).all()
+    def promote(self, db, run):
+        """PENDING tasks of the run whose deps are all done -> READY. A dep "stage/*" is every task
+        whose key starts with "stage/" (a call shard waits for the whole align stage: one entry,
+        not one per chunk)."""
+        pend = db.execute(select(Task.id, Task.deps).where(Task.run_id == run.id,
+                                                           Task.state == TaskState.PENDING.value)).all()
         if not pend:
             return
-        by_run = {}
-        for t in pend:
-            if t.run_id not in by_run:
-                by_run[t.run_id] = {x.key: x.state for x in db.scalars(select(Task).where(Task.run_id == t.run_id))}
-            states = by_run[t.run_id]
-            if all(states.get(d) == TaskState.DONE.value for d in t.deps):
+        states = dict(db.execute(select(Task.key, Task.state).where(Task.run_id == run.id)).all())
+        done = TaskState.DONE.value
+        prefix_done = {}
+
+        def ok(d):
+            if d.endswith("/*"):
+                p = d[:-1]
+                if p not in prefix_done:
+                    mine = [v for k, v in states.items() if k.startswith(p)]
+                    prefix_done[p] = bool(mine) and all(v == done for v in mine)
+                return prefix_done[p]
+            return states.get(d) == done
+        ready = [tid for tid, deps in pend if all(ok(d) for d in (deps or []))]
+        for i in range(0, len(ready), 500):
+            for t in db.scalars(select(Task).where(Task.id.in_(ready[i:i + 500]))).all():
                 self.move(db, t, TaskState.READY, "its inputs are done")
         db.commit()
 
@@ -340,37 +411,20 @@ class Engine:
         return f"cache key differs from run {prev.run_id}: " + ("; ".join(changes) or "unknown change")
 
     def submit_ready(self, db):
-        ready = db.scalars(select(Task).join(Run).where(Task.state == TaskState.READY.value,
-                                                        Run.state == RunState.RUNNING.value,
-                                                        Run.cancel_requested.is_(False))
-                           .order_by(Task.id)).all()
-        # a task whose attempt has no job id yet (a master died while submitting it) waits for
-        # recover_submissions: that submission may have reached the scheduler (one query, not one
-        # per ready task: thousands of region tasks can wait for room under the cap)
-        unsaved = set(db.scalars(select(Attempt.task_id).where(Attempt.end_reason == "", Attempt.job_id == "")))
-        ready = [t for t in ready if t.id not in unsaved]
-        if not ready:
-            return
-        todo = []
-        for t in ready:
-            if not t.cache_key:
-                try:
-                    self.resolve_key(db, t)
-                except storage.StorageError as e:
-                    self.move(db, t, TaskState.FAILED, f"input unavailable: {e}")
-                    continue
-                hit = db.get(CacheEntry, t.cache_key)
-                if hit is not None and pipeline.is_complete(hit.outputs):
-                    t.outputs, t.result, t.cached = hit.outputs, hit.result, True
-                    self.move(db, t, TaskState.DONE, f"cache hit: same key as task {hit.task_id}; not run again "
-                              f"(outputs {hit.outputs.get('out')})")
-                    continue
-                add_event(db, t.run_id, t.id, "cache-miss", self.why_miss(db, t))
-            todo.append(t)
-        db.commit()
-        open_n = len(db.scalars(select(Attempt.id).where(Attempt.end_reason == "")).all())
+        """READY tasks, oldest first, as many as fit under max_queued: their cache keys (a hit is
+        done at once and takes no room), then one array per (run, stage, resources). Only the
+        tasks that can be handled now are read: thousands of call tasks wait for room cheaply."""
+        open_n = db.scalar(select(func.count(Attempt.id)).where(Attempt.end_reason == "")) or 0
         room = self.settings.max_queued - open_n
-        if room <= 0 or not todo:
+        if room <= 0:
+            return
+        # a task whose attempt has no job id yet (a master died while submitting it) waits for
+        # recover_submissions: that submission may have reached the scheduler
+        unsaved = set(db.scalars(select(Attempt.task_id).where(Attempt.end_reason == "", Attempt.job_id == "")))
+        with db.no_autoflush:                  # one flush at the commit, not one per task looked at
+            todo = self._ready_batch(db, room, unsaved)
+        db.commit()
+        if not todo:
             return
         groups = {}
         for t in todo[:room]:
@@ -380,6 +434,38 @@ class Engine:
             groups.setdefault(key, []).append(t)
         for (run_id, stage, cpus, ranks, mem, mapped), tasks in groups.items():
             self.submit_array(db, run_id, stage, cpus, ranks, mem, tasks, mapped)
+
+    def _ready_batch(self, db, room, unsaved):
+        """Up to `room` READY tasks to submit, oldest first (cache hits are done on the way)."""
+        todo, last_id = [], 0
+        for _ in range(4):                     # cache hits take no room: read on, a few batches at most
+            batch = db.scalars(select(Task).join(Run).where(Task.state == TaskState.READY.value,
+                                                            Run.state == RunState.RUNNING.value,
+                                                            Run.cancel_requested.is_(False), Task.id > last_id)
+                               .order_by(Task.id).limit(room + len(unsaved))).all()
+            if not batch:
+                break
+            last_id = batch[-1].id
+            for t in batch:
+                if t.id in unsaved:
+                    continue
+                if not t.cache_key:
+                    try:
+                        self.resolve_key(db, t)
+                    except storage.StorageError as e:
+                        self.move(db, t, TaskState.FAILED, f"input unavailable: {e}")
+                        continue
+                    hit = db.get(CacheEntry, t.cache_key)
+                    if hit is not None and pipeline.is_complete(hit.outputs):
+                        t.outputs, t.result, t.cached = hit.outputs, hit.result, True
+                        self.move(db, t, TaskState.DONE, f"cache hit: same key as task {hit.task_id}; not run "
+                                  f"again (outputs {hit.outputs.get('out')})")
+                        continue
+                    add_event(db, t.run_id, t.id, "cache-miss", self.why_miss(db, t))
+                todo.append(t)
+            if len(todo) >= room:
+                break
+        return todo
 
     def submit_array(self, db, run_id, stage, cpus, ranks, mem, tasks, mapped=0):
         s = self.settings
@@ -400,7 +486,7 @@ class Engine:
             os.makedirs(rdir, exist_ok=True)
             msg = TaskMessage(task=t.id, attempt=number, run=run_id, stage=t.stage, key=t.key, inputs=t.inputs,
                               outputs=t.outputs, report=rdir, region=t.region, params=t.params,
-                              resources=t.resources)
+                              resources=t.resources, notify=self.notify_dir())
             tmp = os.path.join(manifest, f"{i}.json.tmp")
             with open(tmp, "w") as f:
                 f.write(msg.to_json())
@@ -440,36 +526,40 @@ class Engine:
         return env
 
     # ------------------------------------------------------------------ runs
-    def finish_runs(self, db):
-        for run in db.scalars(select(Run).where(Run.state == RunState.RUNNING.value)).all():
+    def finish_run(self, db, run):
+        """A run with a failed task fails (the rest is cancelled); one whose tasks are all done,
+        gather among them, is done."""
+        counts = dict(db.execute(select(Task.state, func.count()).where(Task.run_id == run.id)
+                                 .group_by(Task.state)).all())
+        if counts.get(TaskState.FAILED.value):
             tasks = run.tasks
             failed = [t for t in tasks if t.state == TaskState.FAILED.value]
-            if failed:
-                for t in tasks:
-                    if TaskState(t.state) in ACTIVE:
-                        jobs = [a.job_id for a in t.attempts if a.end_reason == "" and a.job_id]
-                        if jobs:
-                            try:
-                                self.backend.cancel(jobs)
-                            except BackendError as e:
-                                log.warning("cancel: %s", e)
-                        for a in t.attempts:
-                            if a.end_reason == "":
-                                a.end_reason, a.ended = EndReason.CANCELLED.value, time.time()
-                    if TaskState(t.state) not in TERMINAL:
-                        self.move(db, t, TaskState.CANCELLED, f"cancelled: task {failed[0].key} failed")
-                run.state, run.finished = RunState.FAILED.value, time.time()
-                run.message = f"task {failed[0].key} failed: {failed[0].reason}"
-                add_event(db, run.id, None, "failed", run.message)
-                db.commit()
-                continue
-            gather = [t for t in tasks if t.stage == "gather"]
-            if gather and all(t.state == TaskState.DONE.value for t in tasks):
-                run.summary = dict(run.summary or {}, **self.summary(run))
-                run.state, run.finished = RunState.DONE.value, time.time()
-                run.message = "done"
-                add_event(db, run.id, None, "done", "run done")
-                db.commit()
+            for t in tasks:
+                if TaskState(t.state) in ACTIVE:
+                    jobs = [a.job_id for a in t.attempts if a.end_reason == "" and a.job_id]
+                    if jobs:
+                        try:
+                            self.backend.cancel(jobs)
+                        except BackendError as e:
+                            log.warning("cancel: %s", e)
+                    for a in t.attempts:
+                        if a.end_reason == "":
+                            a.end_reason, a.ended = EndReason.CANCELLED.value, time.time()
+                if TaskState(t.state) not in TERMINAL:
+                    self.move(db, t, TaskState.CANCELLED, f"cancelled: task {failed[0].key} failed")
+            run.state, run.finished = RunState.FAILED.value, time.time()
+            run.message = f"task {failed[0].key} failed: {failed[0].reason}"
+            add_event(db, run.id, None, "failed", run.message)
+            db.commit()
+            return
+        total = sum(counts.values())
+        if total and counts.get(TaskState.DONE.value, 0) == total and db.scalar(
+                select(func.count()).where(Task.run_id == run.id, Task.stage == "gather")):
+            run.summary = dict(run.summary or {}, **self.summary(run))
+            run.state, run.finished = RunState.DONE.value, time.time()
+            run.message = "done"
+            add_event(db, run.id, None, "done", "run done")
+            db.commit()
 
     def summary(self, run):
         """QC (from gather), outputs, and time and core-seconds per stage (every attempt counted)."""

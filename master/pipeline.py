@@ -23,7 +23,7 @@ import hashlib
 import os
 import re
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from master import planner
 from master.resources import for_task as task_resources
@@ -96,10 +96,6 @@ def estimated_pairs(sample):
     return n
 
 
-def _by_key(db, run):
-    return {t.key: t for t in db.scalars(select(Task).where(Task.run_id == run.id))}
-
-
 def _out(t):
     return t.outputs.get("out", "")
 
@@ -145,6 +141,24 @@ def _plan(db, eng, run, index_task, splits):
     return summary["plan"]
 
 
+def stage_manifest(settings, tasks):
+    """A JSON file naming the tasks' output directories, under the work directory by the digest of
+    their cache keys (written once; the same tasks give the same file): (path, digest)."""
+    import json
+    keys = sorted((t.key, t.cache_key) for t in tasks)
+    digest = hashlib.sha256("".join(f"{k}\0{c}\n" for k, c in keys).encode()).hexdigest()
+    d = work_dir(settings, "manifest", digest)
+    path = os.path.join(d, "outputs.json")
+    if not os.path.exists(path):
+        os.makedirs(d, exist_ok=True)
+        by_key = {t.key: t for t in tasks}
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump({"uris": [_out(by_key[k]) for k, _ in keys], "keys": [k for k, _ in keys]}, f)
+        os.replace(tmp, path)
+    return path, digest
+
+
 def chunks_of(split_out):
     """[(name, r1, r2)] of the chunk files kernels.split wrote (PREFIX.cNNNN_R1/_R2.fastq.gz)."""
     out = []
@@ -156,12 +170,33 @@ def chunks_of(split_out):
     return out
 
 
+def _stage_counts(db, run):
+    """{stage: (tasks, done)} of a run, in one query."""
+    out = {}
+    for stage, state, n in db.execute(select(Task.stage, Task.state, func.count()).where(Task.run_id == run.id)
+                                      .group_by(Task.stage, Task.state)).all():
+        a, b = out.get(stage, (0, 0))
+        out[stage] = (a + n, b + (n if state == TaskState.DONE.value else 0))
+    return out
+
+
+def _stage_tasks(db, run, stage):
+    return sorted(db.scalars(select(Task).where(Task.run_id == run.id, Task.stage == stage)).all(),
+                  key=lambda t: t.key)
+
+
 def advance(db, eng, run):
-    """Make the tasks whose inputs are now known. Returns the number made."""
-    tasks = _by_key(db, run)
+    """Make the tasks whose inputs are now known. Returns the number made. Reads the run's counts per
+    stage, and a stage's tasks only when the next stage is made from them (once per run)."""
+    counts = _stage_counts(db, run)
+    if any(n for stage, (n, _) in counts.items() if stage not in ("index", "split")) and \
+            not any(n and n == d for stage, (n, d) in counts.items() if stage in ("align", "call")):
+        return 0                               # a stage runs: nothing to make until it is done
     made = 0
     st = eng.settings
     s = run.sample
+    tasks = {t.key: t for t in db.scalars(select(Task).where(Task.run_id == run.id,
+                                                             Task.stage.in_(("index", "split"))))}
     idx = tasks.get("index")
     lanes = [(lane, tasks.get(split_key(s, lane))) for lane in s.lane_list]
     if idx is None or any(t is None for _, t in lanes):
@@ -170,8 +205,9 @@ def advance(db, eng, run):
     if idx.state == done and all(t.state == done for _, t in lanes) and "plan" not in (run.summary or {}):
         _plan(db, eng, run, idx, [t for _, t in lanes])
     plan = (run.summary or {}).get("plan")
-    aligns = sorted((t for k, t in tasks.items() if t.stage == "align"), key=lambda t: t.key)
-    if plan and all(t.state == done for _, t in lanes) and not aligns:
+    n_align, done_align = counts.get("align", (0, 0))
+    n_call, done_call = counts.get("call", (0, 0))
+    if plan and all(t.state == done for _, t in lanes) and not n_align:
         for lane, spl in lanes:
             chunks = chunks_of(_out(spl))
             if not chunks:
@@ -192,32 +228,31 @@ def advance(db, eng, run):
             add_event(db, run.id, spl.id, "expand", f"{len(chunks)} chunks of lane {lane['id']} -> "
                                                     f"{len(chunks)} align tasks")
         return made
-    calls = [t for t in tasks.values() if t.stage == "call"]
-    if aligns and not calls and all(t.state == done for t in aligns):
+    if n_align and not n_call and done_align == n_align:
+        aligns = _stage_tasks(db, run, "align")
         specs = plan["regions"]
         shards = plan["shards"]
-        # a call task names its inputs by the align tasks' output directories (each holds part.bam
-        # and qual-counts.json): the kernel reads only its region's groups of every part file
-        dirs = [_out(t) for t in aligns]
-        qc = [os.path.join(d, "qual-counts.json") for d in dirs]
-        parts_ids = [f"task:{t.cache_key}" for t in aligns]
-        qc_ids = [f"task:{t.cache_key}/qual-counts.json" for t in aligns]
+        # the call tasks name their inputs once: a manifest of the align tasks' output directories
+        # (each holds part.bam and qual-counts.json; the kernel reads only its shard's groups of
+        # every part file), identified by the align tasks' cache keys; they wait for the whole stage
+        manifest, digest = stage_manifest(eng.settings, aligns)
+        refs = {"reference": _out(idx), "parts": {"manifest": manifest}, "regions": plan["bed"]}
+        basis = {"reference": f"task:{idx.cache_key}", "parts": f"stage:align:{digest}",
+                 "regions": f"plan:{plan['key']}"}
+        mapped = _mapped_mb(_out(idx), {"ref.gfi.seq.npy", "ref.gfi.json"})
         for r, (spec, (first, last, _, pairs)) in enumerate(zip(specs, shards)):
-            _task(db, run, "call", f"call/r{r:04d}", [t.key for t in aligns],
-                  {"reference": _out(idx), "parts": dirs, "regions": plan["bed"], "qual_counts": qc},
-                  {"reference": f"task:{idx.cache_key}", "parts": parts_ids, "regions": f"plan:{plan['key']}",
-                   "qual_counts": qc_ids}, region=spec[:200], params={"rows": [first, last]},
-                  resources=dict(task_resources("call", st.threads, pairs=pairs),
-                                 mapped_mb=_mapped_mb(_out(idx), {"ref.gfi.seq.npy", "ref.gfi.json"})))
+            _task(db, run, "call", f"call/r{r:04d}", ["align/*"], refs, basis, region=spec[:200],
+                  params={"rows": [first, last]},
+                  resources=dict(task_resources("call", st.threads, pairs=pairs), mapped_mb=mapped))
             made += 1
         add_event(db, run.id, None, "expand", f"{len(specs)} call shards -> {len(specs)} call tasks")
         return made
-    gathers = [t for t in tasks.values() if t.stage == "gather"]
-    if calls and not gathers and all(t.state == done for t in calls):
-        calls.sort(key=lambda t: t.key)
+    if n_call and not counts.get("gather") and done_call == n_call:
+        calls = _stage_tasks(db, run, "call")
+        aligns = _stage_tasks(db, run, "align")
         vcfs = [os.path.join(_out(t), "region.vcf.gz") for t in calls]
         bams = [os.path.join(_out(t), "region.bam") for t in calls]
-        _task(db, run, "gather", "gather", [t.key for t in calls],
+        _task(db, run, "gather", "gather", ["call/*"],
               {"vcfs": vcfs, "bams": bams, "parts": [_out(t) for t in aligns]},
               {"vcfs": [f"task:{t.cache_key}/region.vcf.gz" for t in calls],
                "bams": [f"task:{t.cache_key}/region.bam" for t in calls],

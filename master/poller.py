@@ -18,6 +18,7 @@ from master.engine import Engine
 from master.store import open_store
 
 log = logging.getLogger("genefarm.poller")
+WATCH_SECONDS = 0.1      # how often the notify directory is looked at (one stat)
 
 
 def _ensure_preload(s):
@@ -70,8 +71,21 @@ def main(argv=None, home=None):
     print(f"genefarm poller: pid {os.getpid()}, backend {backend.name}, every {s.poll_seconds} s, "
           f"home {s.home}", file=sys.stderr, flush=True)
     log.info("poller started: backend %s", backend.name)
-    while not stop_event.wait(1.0):
-        pass
+    # a worker that has reported drops a file in the notify directory: tick at once (the next
+    # stage starts from the finishing task's report, not a poll period later)
+    notify = os.path.join(s.dir("runs"), "reported")
+    os.makedirs(notify, exist_ok=True)
+    seen = None
+    while not stop_event.wait(WATCH_SECONDS):
+        try:
+            m = os.stat(notify).st_mtime_ns
+        except OSError:
+            continue
+        if seen is not None and m != seen:
+            job = sched.get_job("tick")
+            if job is not None:
+                job.modify(next_run_time=datetime.datetime.now())
+        seen = m
     sched.shutdown(wait=False)
     # Stop now: a tick still running is cut short, which is safe (each step of a tick commits on its
     # own, as after a SIGKILL). Closing a scheduler library's session can block (DRMAA): bounded.

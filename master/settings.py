@@ -43,6 +43,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8642
     extra: dict = field(default_factory=dict)
+    _made: set = field(default_factory=set, repr=False, compare=False)
 
     @property
     def db_path(self):
@@ -50,7 +51,9 @@ class Settings:
 
     def dir(self, name):
         p = os.path.join(self.home, name)
-        os.makedirs(p, exist_ok=True)
+        if name not in self._made:
+            os.makedirs(p, exist_ok=True)
+            self._made.add(name)
         return p
 
     @property

@@ -104,7 +104,7 @@ class Task(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
     stage: Mapped[str] = mapped_column(String(20))
-    key: Mapped[str] = mapped_column(String(100))          # unique in the run, e.g. "align/c0003"
+    key: Mapped[str] = mapped_column(String(100), index=True)   # unique in the run, e.g. "align/c0003"
     state: Mapped[str] = mapped_column(String(20), default=TaskState.PENDING.value, index=True)
     deps: Mapped[list] = mapped_column(JSON, default=list)   # keys of the tasks it waits for
     inputs: Mapped[dict] = mapped_column(JSON, default=dict)
@@ -147,7 +147,7 @@ class Attempt(Base):
     ended: Mapped[float | None] = mapped_column(Float, nullable=True)
     heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    end_reason: Mapped[str] = mapped_column(String(20), default="")     # EndReason, "" while open
+    end_reason: Mapped[str] = mapped_column(String(20), default="", index=True)   # EndReason, "" while open
     cpu_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     peak_mb: Mapped[float | None] = mapped_column(Float, nullable=True)
     wall_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -220,6 +220,8 @@ def make_engine(url):
 
 # columns added since a store's tables were first made: (table, column, SQL type), added when missing
 ADDED_COLUMNS = [("samples", "lanes", "JSON"), ("references", "layout", "JSON")]
+# indexes added since: (table, column) -> ix_<table>_<column>, made when missing
+ADDED_INDEXES = [("attempts", "end_reason"), ("events", "run_id"), ("tasks", "key")]
 
 
 def open_store(url):
@@ -233,6 +235,9 @@ def open_store(url):
         if col not in {c["name"] for c in insp.get_columns(table)}:
             with eng.begin() as conn:
                 conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {col} {typ}"))
+    for table, col in ADDED_INDEXES:
+        with eng.begin() as conn:
+            conn.execute(text(f"CREATE INDEX IF NOT EXISTS ix_{table}_{col} ON {table} ({col})"))
     return eng, sessionmaker(eng, expire_on_commit=False)
 
 

@@ -194,10 +194,13 @@ def test_a_clean_run_goes_through_every_stage(farm):
     assert all(t.state == "done" for t in ts.values())
     assert len(atts) == len(ts)                               # one attempt each, none doubled
     call0 = ts["call/r0000"]
-    # a region's call names every chunk's part file by its align task's output, and its region by
-    # its row of the plan's BED; the store holds a path per chunk, not per chunk and region
+    # a region's call names every chunk's part file through one manifest of the align tasks'
+    # outputs, waits for the align stage as a whole, and names its region by rows of the plan's
+    # BED: the store holds a path per chunk once, not per chunk and region
     aligns = sorted((t for k, t in ts.items() if k.startswith("align/")), key=lambda t: t.key)
-    assert call0.inputs["parts"] == [t.outputs["out"] for t in aligns]
+    with open(call0.inputs["parts"]["manifest"]) as f:
+        assert json.load(f)["uris"] == [t.outputs["out"] for t in aligns]
+    assert call0.deps == ["align/*"] and call0.basis["inputs"]["parts"].startswith("stage:align:")
     rows = [ts[f"call/r{r:04d}"].params["rows"] for r in range(4)]
     assert rows[0][0] == 0 and all(a[1] + 1 == b[0] for a, b in zip(rows, rows[1:]))      # consecutive runs of pieces
     assert call0.region.startswith("chr20_10000001_12000000:1-")

@@ -7,12 +7,15 @@ TaskMessage (version 1), one JSON object:
     run         the run the task belongs to
     stage       index | split | align | call | gather
     key         the task's name in its run, e.g. "align/c0003"
-    inputs      name -> URI, or name -> list of URIs (plain path, file://, s3://, oss://)
+    inputs      name -> URI, name -> list of URIs (plain path, file://, s3://, oss://), or name ->
+                {"manifest": URI of a JSON file {"uris": [...]}}: many inputs named once per stage
     outputs     name -> URI of a directory the task fills (delivered whole when the task is done)
     region      CHR:START-END (1-based, inclusive) for a call task, "" otherwise
     params      stage parameters (e.g. pairs per chunk, read group)
     resources   cpus (threads), memory_mb, ranks (MPI ranks, 1 = no MPI)
     report      directory (shared filesystem) where the worker writes heartbeat.json and report.json
+    notify      directory where the worker then drops an empty file <task>.<attempt>: the master
+                looks there for the attempts that ended (one listing, not one read per attempt)
 
 Report (report.json, written under a temporary name and renamed; never overwritten):
     task, attempt, outcome (done | bad_input | temporary | failed | preempted), exit_code,
@@ -43,6 +46,7 @@ class TaskMessage:
     outputs: dict
     report: str
     region: str = ""
+    notify: str = ""
     params: dict = field(default_factory=dict)
     resources: dict = field(default_factory=dict)
     version: int = VERSION

@@ -136,6 +136,12 @@ class Worker:
                   "outputs": m.outputs if outcome == "done" else {}}
         if not write_json_atomic(os.path.join(m.report, "report.json"), report, exclusive=True):
             log("another worker already reported this attempt; keeping its report")
+        if m.notify:
+            try:
+                os.makedirs(m.notify, exist_ok=True)
+                open(os.path.join(m.notify, f"{m.task}.{m.attempt}"), "w").close()
+            except OSError as e:
+                log(f"cannot tell the master in {m.notify} ({e}); it finds the report on its next poll")
         log(f"task {m.task} ({m.key}) attempt {m.attempt}: {outcome}" + (f": {message}" if message else ""))
         return EXIT[outcome]
 
@@ -143,6 +149,10 @@ class Worker:
         self.phase = "staging-in"
         local = {}
         for name, v in self.msg.inputs.items():
+            if isinstance(v, dict) and "manifest" in v:
+                # many inputs named by one file (the master writes it once per stage): its list
+                with open(storage.fetch(v["manifest"], scratch, f"{name}-manifest.json")) as f:
+                    v = json.load(f)["uris"]
             if isinstance(v, (list, tuple)):
                 local[name] = [storage.fetch(u, scratch, f"{name}-{i}-" + os.path.basename(u.rstrip("/")))
                                for i, u in enumerate(v)]

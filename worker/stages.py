@@ -53,13 +53,15 @@ def command(msg, inputs, out_dir, scratch):
     elif st == "call":
         # the region's records are read from every chunk's part file (only its groups and its
         # neighbours' edges), and the bases near it from the index
+        dirs = _as_list(inputs["parts"])       # the align tasks' outputs: part.bam and qual-counts.json each
         argv = [_py(), "-m", "kernels.call", index_prefix(inputs["reference"]),
-                "--parts", _list_file(scratch, "parts.txt", [os.path.join(d, PART) for d in _as_list(inputs["parts"])]),
+                "--parts", _list_file(scratch, "parts.txt", [os.path.join(d, PART) for d in dirs]),
                 "--regions-bed", inputs["regions"], "--only", f"{p['rows'][0]}-{p['rows'][1]}",
                 "-o", os.path.join(out_dir, "region.vcf.gz"), "--bam-out", os.path.join(out_dir, "region.bam"),
-                "-t", t, "--json"]
-        if inputs.get("qual_counts"):       # the whole sample's quality counts: the same calls in any region
-            argv += ["--qual-counts", _list_file(scratch, "qual-counts.txt", _as_list(inputs["qual_counts"]))]
+                "-t", t, "--json",
+                # the whole sample's quality counts: the same calls in any region
+                "--qual-counts", _list_file(scratch, "qual-counts.txt",
+                                            [os.path.join(d, "qual-counts.json") for d in dirs])]
     elif st == "gather":
         argv = [_py(), "-m", "worker.gather", "-o", out_dir, "--name", p.get("sample", "sample"), "-t", t, "--json",
                 "--vcf", _list_file(scratch, "vcfs.txt", _as_list(inputs["vcfs"])),
