@@ -15,26 +15,17 @@ State: GENEFARM_HOME/bcc (default ~/.genefarm/bcc).
 """
 import argparse
 import getpass
-import json
 import os
 import sys
 import time
 
-from bcc import creds, state
+from bcc import cliplumbing, creds, state
+from bcc.cliplumbing import EXIT_BAD, EXIT_FAILED, EXIT_OK, talk  # noqa: F401  (EXIT_OK: the commands')
 from bcc.errors import BadInput, BccError
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD = 0, 1, 2
-
-
-def talk(*a):
-    print(*a, file=sys.stderr, flush=True)
 
 
 def emit(args, data, text):
-    if args.json:
-        print(state.dumps(data), flush=True)
-    elif text:
-        print(text, flush=True)
+    cliplumbing.emit(args, data, text or None, dumps=state.dumps)
 
 
 class Parser(argparse.ArgumentParser):
@@ -399,19 +390,7 @@ def main(argv=None):
         p.print_help(sys.stderr)
         return EXIT_BAD
     try:
-        return args.fn(args)
-    except BadInput as e:
-        talk(f"bcc {args.cmd}: {e}")
-        return EXIT_BAD
-    except BccError as e:
-        talk(f"bcc {args.cmd}: {e}")
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        talk(f"bcc {args.cmd}: interrupted")
-        return EXIT_FAILED
-    except FileNotFoundError as e:
-        talk(f"bcc {args.cmd}: {e}")
-        return EXIT_FAILED
+        return cliplumbing.run(args.fn, args, f"bcc {args.cmd}", bad=(BadInput,), failed=(BccError, FileNotFoundError))
     except Exception as e:  # noqa: BLE001 (one line, not a traceback; BCC_DEBUG=1 shows it)
         if os.environ.get("BCC_DEBUG"):
             raise

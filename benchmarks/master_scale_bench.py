@@ -33,7 +33,7 @@ from master.engine import Engine  # noqa: E402
 from master.states import JobState  # noqa: E402
 from master.store import Reference, Run, open_store  # noqa: E402
 from worker.message import write_json_atomic  # noqa: E402
-from worker.run import DONE_MARKER  # noqa: E402
+from worker.contract import DONE_MARKER  # noqa: E402
 
 # sizes of a 30x genome's outputs (bytes; from the measured runs, BENCHMARKS.md)
 PART_BYTES_PER_PAIR = 150          # a part file: 2 records of ~330 B at BGZF level 1 ratio ~2.2

@@ -26,19 +26,14 @@ import time
 
 from master import settings as settings_mod
 from master.client import Client, ClientError
+from worker import contract
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD = 0, 1, 2
-
-
-def talk(*a):
-    print(*a, file=sys.stderr, flush=True)
+from bcc import cliplumbing
+from bcc.cliplumbing import EXIT_BAD, EXIT_FAILED, EXIT_OK, talk
 
 
 def out(args, data, text=None):
-    if args.json:
-        print(json.dumps(data, indent=1, sort_keys=True, default=str))
-    elif text is not None:
-        print(text)
+    cliplumbing.emit(args, data, text)
 
 
 def _settings(args):
@@ -387,9 +382,12 @@ def cmd_run(args):
         out(args, r, summary_text(r))
         if r["state"] != "done":
             failed = [t for t in r["task_list"] if t["state"] == "failed"]
+            bad = False
             for t in failed[:3]:
-                talk(c.get(f"/tasks/{t['id']}/explain")["text"])
-            bad = any("bad input" in (t["reason"] or "") for t in failed)
+                ex = c.get(f"/tasks/{t['id']}/explain")
+                talk(ex["text"])
+                last = (ex.get("attempts") or [{}])[-1]
+                bad = bad or contract.outcome_of_exit(last.get("exit_code")) == contract.Outcome.BAD_INPUT
             return EXIT_BAD if bad else EXIT_FAILED
         return EXIT_OK
     finally:
@@ -478,18 +476,12 @@ def main(argv=None):
         if not hasattr(args, k):
             setattr(args, k, v)
     try:
-        return args.fn(args)
+        return cliplumbing.run(args.fn, args, "genefarm", bad=(ValueError,), error="error: ")
     except ClientError as e:
         talk(f"genefarm: error: {e.message}")
         if e.status == 0:
             return EXIT_FAILED
         return EXIT_BAD if 400 <= e.status < 500 else EXIT_FAILED
-    except ValueError as e:
-        talk(f"genefarm: error: {e}")
-        return EXIT_BAD
-    except KeyboardInterrupt:
-        talk("genefarm: interrupted")
-        return 130
 
 
 def entry():

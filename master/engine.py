@@ -27,10 +27,11 @@ from sqlalchemy.orm import selectinload
 from master import cachekey, pipeline
 from master.resources import RETRY_FACTOR
 from master.backends.base import ArraySpec, BackendError
-from master.states import (ACTIVE, EXIT_PREEMPTED, JOB_FINISHED, TERMINAL, EndReason, JobState, RunState,
-                           TaskState, check_transition)
+from master.states import (ACTIVE, JOB_FINISHED, TERMINAL, EndReason, JobState, RunState, TaskState,
+                           check_transition)
 from master.store import Attempt, CacheEntry, FileHash, Run, Task, add_event
-from worker.message import TaskMessage, read_heartbeat, read_report, write_json_atomic
+from worker.contract import EXIT_PREEMPTED, Outcome, Report, read_report
+from worker.message import TaskMessage, read_heartbeat, write_json_atomic
 from worker import storage
 
 log = logging.getLogger("genefarm.engine")
@@ -118,16 +119,16 @@ class Engine:
             t = a.task
             why = "the master stopped while submitting this attempt; submitted again (no retry spent)"
             rdir = self.report_dir(t, a.number)
-            mine = {"task": t.id, "attempt": a.number, "stage": t.stage, "outcome": "preempted",
-                    "exit_code": EXIT_PREEMPTED, "message": why, "node": "", "by": "master"}
+            mine = Report(task=t.id, attempt=a.number, stage=t.stage, outcome=Outcome.PREEMPTED.value,
+                          exit_code=EXIT_PREEMPTED, message=why, by="master")
             try:
-                wrote = write_json_atomic(os.path.join(rdir, "report.json"), mine, exclusive=True)
+                wrote = write_json_atomic(os.path.join(rdir, "report.json"), mine.to_dict(), exclusive=True)
             except OSError as e:           # an orphan then runs its copy; nothing else is lost
                 log.warning("cannot write the report of attempt %s of task %s: %s", a.number, t.id, e)
                 wrote = True
             if not wrote:
                 rep = read_report(rdir)
-                if rep is not None and rep.get("attempt") == a.number and rep.get("task") == t.id:
+                if rep is not None and rep.attempt == a.number and rep.task == t.id:
                     self.close_from_report(db, t, a, rep)
                     continue
             self.close(db, t, a, "preempted", None, why)
@@ -192,7 +193,7 @@ class Engine:
             js = states.get(a.job_id)
             if rep is None and js is not None and js.state in JOB_FINISHED:
                 rep = read_report(self.report_dir(t, a.number))      # a worker that left no mark
-            if rep is not None and rep.get("attempt") == a.number and rep.get("task") == t.id:
+            if rep is not None and rep.attempt == a.number and rep.task == t.id:
                 self.close_from_report(db, t, a, rep)
                 self._unmark(f"{t.id}.{a.number}")
                 continue
@@ -239,18 +240,18 @@ class Engine:
             pass
 
     def close_from_report(self, db, t, a, rep):
-        a.cpu_seconds = rep.get("cpu_seconds")
-        a.peak_mb = rep.get("peak_mb")
-        a.node = rep.get("node") or a.node
-        a.started = rep.get("started") or a.started
-        a.ended = rep.get("ended") or time.time()
-        outcome = rep.get("outcome", "failed")
-        if outcome == "done":
-            t.result = rep.get("result") or {}
-        mem = rep.get("memory") or {}
-        if outcome == "failed" and mem.get("exceeded"):
+        """End an attempt from its worker's Report (worker.contract)."""
+        a.cpu_seconds = rep.cpu_seconds
+        a.peak_mb = rep.peak_mb
+        a.node = rep.node or a.node
+        a.started = rep.started or a.started
+        a.ended = rep.ended or time.time()
+        outcome = rep.outcome or Outcome.FAILED.value
+        if outcome == Outcome.DONE.value:
+            t.result = rep.result or {}
+        if rep.memory_exceeded:
             outcome = "memory"
-        self.close(db, t, a, outcome, rep.get("exit_code"), rep.get("message", ""))
+        self.close(db, t, a, outcome, rep.exit_code, rep.message or "")
 
     def close_from_job(self, db, t, a, js):
         run = t.run

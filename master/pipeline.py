@@ -27,10 +27,12 @@ from sqlalchemy import func, select
 
 from master import planner
 from master.resources import for_task as task_resources
+from worker import contract
+from worker.contract import CHUNK_GLOB, DONE_MARKER, REGION_BAM, REGION_VCF
 from master.states import TaskState
 from master.store import Task, add_event
 
-STAGES = ("index", "split", "align", "call", "gather")
+STAGES = contract.STAGES
 
 
 def work_dir(settings, stage, key):
@@ -162,7 +164,7 @@ def stage_manifest(settings, tasks):
 def chunks_of(split_out):
     """[(name, r1, r2)] of the chunk files kernels.split wrote (PREFIX.cNNNN_R1/_R2.fastq.gz)."""
     out = []
-    for r1 in sorted(glob.glob(os.path.join(split_out, "chunk.c*_R1.fastq.gz"))):
+    for r1 in sorted(glob.glob(os.path.join(split_out, CHUNK_GLOB))):
         m = re.search(r"\.(c\d+)_R1\.fastq\.gz$", r1)
         r2 = r1[:-len("_R1.fastq.gz")] + "_R2.fastq.gz"
         if m and os.path.exists(r2):
@@ -250,12 +252,12 @@ def advance(db, eng, run):
     if n_call and not counts.get("gather") and done_call == n_call:
         calls = _stage_tasks(db, run, "call")
         aligns = _stage_tasks(db, run, "align")
-        vcfs = [os.path.join(_out(t), "region.vcf.gz") for t in calls]
-        bams = [os.path.join(_out(t), "region.bam") for t in calls]
+        vcfs = [os.path.join(_out(t), REGION_VCF) for t in calls]
+        bams = [os.path.join(_out(t), REGION_BAM) for t in calls]
         _task(db, run, "gather", "gather", ["call/*"],
               {"vcfs": vcfs, "bams": bams, "parts": [_out(t) for t in aligns]},
-              {"vcfs": [f"task:{t.cache_key}/region.vcf.gz" for t in calls],
-               "bams": [f"task:{t.cache_key}/region.bam" for t in calls],
+              {"vcfs": [f"task:{t.cache_key}/{REGION_VCF}" for t in calls],
+               "bams": [f"task:{t.cache_key}/{REGION_BAM}" for t in calls],
                "parts": [f"task:{t.cache_key}" for t in aligns]},
               params={"sample": s.name}, resources=task_resources("gather", st.threads))
         made += 1
@@ -273,7 +275,6 @@ def output_uri(settings, task, run):
 def is_complete(task_or_outputs):
     """True when a task's output directory was delivered whole (it holds the worker's marker)."""
     from worker import storage
-    from worker.run import DONE_MARKER
     out = task_or_outputs.get("out", "") if isinstance(task_or_outputs, dict) else _out(task_or_outputs)
     if not out:
         return False

@@ -87,8 +87,4 @@ class JobState(str, enum.Enum):
 
 JOB_FINISHED = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
 
-# exit codes of a task (DESIGN.md)
-EXIT_DONE = 0
-EXIT_BAD_INPUT = 2
-EXIT_TEMPFAIL = 75
-EXIT_PREEMPTED = 143     # 128 + SIGTERM: what the worker exits with after a clean preemption
+# a task's exit codes and outcomes: worker/contract.py

@@ -236,3 +236,26 @@ def test_plan_before_anything_runs(api, tiny):
                         ({"reference": "chr20sim", "pairs": 0}, "at least 1")):
         r = c.post("/api/v1/plan", json=body, headers=h)
         assert r.status_code in (400, 404) and words in r.json["error"], r.json
+
+
+@pytest.mark.parametrize("prog", ["genefarm", "bcc"])
+def test_both_clis_share_exit_codes_and_ctrl_c_is_130(prog, monkeypatch, capsys):
+    """One plumbing (bcc/cliplumbing.py) for both command lines: bad input 2, failure 1, Ctrl-C 130."""
+    import bcc.cli as bcli
+    from bcc.errors import BadInput, BccError
+
+    def boom(exc):
+        def fn(args):
+            raise exc
+        return fn
+    if prog == "genefarm":
+        mod, argv, cases = cli, ["status"], [(KeyboardInterrupt(), 130), (ValueError("no"), 2)]
+        target = "cmd_status"
+    else:
+        mod, argv, cases = bcli, ["status"], [(KeyboardInterrupt(), 130), (BadInput("no"), 2), (BccError("x"), 1)]
+        target = "cmd_status"
+    for exc, code in cases:
+        monkeypatch.setattr(mod, target, boom(exc))
+        assert mod.main(argv) == code, exc
+        err = capsys.readouterr().err
+        assert ("interrupted" in err) if code == 130 else (str(exc) in err)

@@ -22,7 +22,7 @@ from master.engine import Engine
 from master.states import IllegalTransition, JobState, TaskState, check_transition
 from master.store import Attempt, Base, CacheEntry, Reference, Run, Task, open_store
 from worker.message import write_json_atomic
-from worker.run import DONE_MARKER
+from worker.contract import DONE_MARKER
 
 
 class ScriptedBackend(Backend):

@@ -17,18 +17,14 @@ TaskMessage (version 1), one JSON object:
     notify      directory where the worker then drops an empty file <task>.<attempt>: the master
                 looks there for the attempts that ended (one listing, not one read per attempt)
 
-Report (report.json, written under a temporary name and renamed; never overwritten):
-    task, attempt, outcome (done | bad_input | temporary | failed | preempted), exit_code,
-    message (why, in words), node, started, ended, cpu_seconds, peak_mb, result (the kernel's
-    JSON summary), outputs (name -> URI)
+The report a worker writes back (report.json, once per (task, attempt)) is worker.contract.Report.
 """
 import json
 import os
 from dataclasses import asdict, dataclass, field
 
 VERSION = 1
-STAGES = ("index", "split", "align", "call", "gather")
-OUTCOMES = ("done", "bad_input", "temporary", "failed", "preempted")
+from worker.contract import STAGES
 
 
 class MessageError(Exception):
@@ -109,15 +105,6 @@ def write_json_atomic(path, obj, exclusive=False):
         return True
     os.replace(tmp, path)
     return True
-
-
-def read_report(report_dir):
-    """The report of an attempt, or None when the worker has not written one (yet)."""
-    try:
-        with open(os.path.join(report_dir, "report.json")) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 def read_heartbeat(report_dir):

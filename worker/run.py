@@ -29,13 +29,12 @@ import threading
 import time
 
 from worker import stages, storage
+from worker.contract import DONE_MARKER, EXIT, Memory, Outcome, Report, outcome_of_kernel
+from worker.contract import read_report as read_report_obj
 from worker.message import MessageError, load, write_json_atomic
-
-EXIT = {"done": 0, "bad_input": 2, "temporary": 75, "failed": 1, "preempted": 143}
 HEARTBEAT_SECONDS = float(os.environ.get("GENEFARM_HEARTBEAT_SECONDS", "10"))
 MEMORY_POLL_SECONDS = 0.2
 OOM_SHARE = 0.9          # a kernel SIGKILLed by someone else near its limit was killed for memory
-DONE_MARKER = "_genefarm.json"
 
 
 def log(msg):
@@ -102,12 +101,10 @@ class Worker:
     # ---------------------------------------------------------------- the task
     def run(self):
         m = self.msg
-        existing = os.path.join(m.report, "report.json")
-        if os.path.exists(existing):
-            with open(existing) as f:
-                rep = json.load(f)
-            log(f"task {m.task} attempt {m.attempt} was already reported ({rep.get('outcome')}); nothing to do")
-            return EXIT.get(rep.get("outcome"), 1)
+        existing = read_report_obj(m.report)
+        if existing is not None:
+            log(f"task {m.task} attempt {m.attempt} was already reported ({existing.outcome}); nothing to do")
+            return EXIT.get(Outcome(existing.outcome), 1) if existing.outcome in set(o.value for o in Outcome) else 1
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
         hb = threading.Thread(target=self._heartbeat, daemon=True)
@@ -127,14 +124,13 @@ class Worker:
         if self.preempted and outcome != "done":
             outcome, message = "preempted", "stopped by SIGTERM (preempted); requeued without spending a retry"
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-        memory = {"limit_mb": self.mem_limit, "peak_private_mb": round(self.mem_peak, 1),
-                  "exceeded": self.mem_over is not None}
-        report = {"task": m.task, "attempt": m.attempt, "stage": m.stage, "outcome": outcome, "memory": memory,
-                  "exit_code": EXIT[outcome], "message": message, "node": self.node, "started": self.started,
-                  "ended": time.time(), "cpu_seconds": round(ru.ru_utime + ru.ru_stime, 3),
-                  "peak_mb": round(ru.ru_maxrss / 1024, 1), "result": result,
-                  "outputs": m.outputs if outcome == "done" else {}}
-        if not write_json_atomic(os.path.join(m.report, "report.json"), report, exclusive=True):
+        outcome = Outcome(outcome)
+        report = Report(task=m.task, attempt=m.attempt, stage=m.stage, outcome=outcome.value, exit_code=EXIT[outcome],
+                        message=message, node=self.node, started=self.started, ended=time.time(),
+                        cpu_seconds=round(ru.ru_utime + ru.ru_stime, 3), peak_mb=round(ru.ru_maxrss / 1024, 1),
+                        memory=Memory(self.mem_limit, round(self.mem_peak, 1), self.mem_over is not None),
+                        result=result, outputs=m.outputs if outcome == Outcome.DONE else {})
+        if not write_json_atomic(os.path.join(m.report, "report.json"), report.to_dict(), exclusive=True):
             log("another worker already reported this attempt; keeping its report")
         if m.notify:
             try:
@@ -142,7 +138,7 @@ class Worker:
                 open(os.path.join(m.notify, f"{m.task}.{m.attempt}"), "w").close()
             except OSError as e:
                 log(f"cannot tell the master in {m.notify} ({e}); it finds the report on its next poll")
-        log(f"task {m.task} ({m.key}) attempt {m.attempt}: {outcome}" + (f": {message}" if message else ""))
+        log(f"task {m.task} ({m.key}) attempt {m.attempt}: {outcome.value}" + (f": {message}" if message else ""))
         return EXIT[outcome]
 
     def _stage_in(self, scratch):
@@ -209,7 +205,7 @@ class Worker:
             return "preempted", f"kernel stopped by signal {sig}", {}
         if rc != 0:
             shutil.rmtree(out_dir, ignore_errors=True)
-            kind = {2: "bad_input", 75: "temporary"}.get(rc, "failed")
+            kind = outcome_of_kernel(rc).value
             return kind, f"{mod} exited {rc}: {why}" if why else f"{mod} exited {rc}", {}
         result = _last_json(b"".join(out_chunks).decode(errors="replace"))
         self.phase = "staging-out"

@@ -10,7 +10,7 @@ allocation, the venv's own `mpiexec -n K` elsewhere (the launcher must match mpi
 import os
 import sys
 
-MPI_STAGES = ("align",)
+from worker.contract import MPI_STAGES, PART, QUAL_COUNTS, REGION_BAM, REGION_VCF
 
 
 def _py():
@@ -26,7 +26,6 @@ def _as_list(v):
     return list(v) if isinstance(v, (list, tuple)) else [v]
 
 
-PART = "part.bam"            # an align task's part file (kernels.partfile) in its output directory
 
 
 def _list_file(scratch, name, paths):
@@ -47,7 +46,7 @@ def command(msg, inputs, out_dir, scratch):
     elif st == "align":
         argv = [_py(), "-m", "kernels.align", index_prefix(inputs["index"]), inputs["r1"], inputs["r2"],
                 "--regions", inputs["regions"], "--parts", os.path.join(out_dir, PART),
-                "--qual-counts", os.path.join(out_dir, "qual-counts.json"), "-t", t, "--json", "-q"]
+                "--qual-counts", os.path.join(out_dir, QUAL_COUNTS), "-t", t, "--json", "-q"]
         if p.get("read_group"):
             argv += ["-R", p["read_group"]]
     elif st == "call":
@@ -57,11 +56,11 @@ def command(msg, inputs, out_dir, scratch):
         argv = [_py(), "-m", "kernels.call", index_prefix(inputs["reference"]),
                 "--parts", _list_file(scratch, "parts.txt", [os.path.join(d, PART) for d in dirs]),
                 "--regions-bed", inputs["regions"], "--only", f"{p['rows'][0]}-{p['rows'][1]}",
-                "-o", os.path.join(out_dir, "region.vcf.gz"), "--bam-out", os.path.join(out_dir, "region.bam"),
+                "-o", os.path.join(out_dir, REGION_VCF), "--bam-out", os.path.join(out_dir, REGION_BAM),
                 "-t", t, "--json",
                 # the whole sample's quality counts: the same calls in any region
                 "--qual-counts", _list_file(scratch, "qual-counts.txt",
-                                            [os.path.join(d, "qual-counts.json") for d in dirs])]
+                                            [os.path.join(d, QUAL_COUNTS) for d in dirs])]
     elif st == "gather":
         argv = [_py(), "-m", "worker.gather", "-o", out_dir, "--name", p.get("sample", "sample"), "-t", t, "--json",
                 "--vcf", _list_file(scratch, "vcfs.txt", _as_list(inputs["vcfs"])),

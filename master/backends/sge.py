@@ -1,6 +1,6 @@
 """SGE through its own commands: qsub -t (arrays), qstat -xml (queued and running), qacct (finished).
 
-Used when DRMAA cannot be loaded (base.get_backend says so loudly), or chosen by name. The
+Used when DRMAA cannot be loaded (master.backends.get_backend says so loudly), or chosen by name. The
 array's job script is rendered from templates/sge_job.sh.tmpl. Element ids are JOB.TASK.
 SGE's states are translated here, and only here: qw/hqw -> queued; r/t/Rr/Rt/s/S/T -> running;
 dr/dt -> cancelled; Eqw -> failed (it will never run); anything else -> unknown. A job gone from
