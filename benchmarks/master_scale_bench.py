@@ -92,8 +92,10 @@ class StubBackend(Backend):
                 pairs = min(int(p["pairs"]), total - c * int(p["pairs"]))
                 for m in ("R1", "R2"):
                     sparse(os.path.join(out, f"chunk.c{c:04d}_{m}.fastq.gz"), pairs * CHUNK_FASTQ_BYTES_PER_PAIR)
-                chunks.append({"pairs": pairs})
-            result = {"chunks": chunks}
+                chunks.append({"index": c, "r1": os.path.join(out, f"chunk.c{c:04d}_R1.fastq.gz"),
+                               "r2": os.path.join(out, f"chunk.c{c:04d}_R2.fastq.gz"),
+                               "first_pair": c * int(p["pairs"]), "pairs": pairs})
+            result = {"pairs": total, "chunks": chunks, "seconds": 1.0}
         elif st == "align":
             sparse(os.path.join(out, "part.bam"), int(p.get("stub_pairs", 2_000_000)) * PART_BYTES_PER_PAIR)
             for f in ("part.bam.groups.npy", "part.bam.blocks.npy", "part.bam.parts.json", "qual-counts.json"):

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from isal import igzip
@@ -61,6 +62,33 @@ def fastq_text(names, noff, seq, qual, roff, mate, decode):
     return out
 
 
+@dataclass
+class Chunk:
+    """One chunk kernels.split wrote: its number, its two files, the index of its first pair in
+    the input (0-based), and its pairs."""
+    index: int
+    r1: str
+    r2: str
+    first_pair: int
+    pairs: int
+
+
+@dataclass
+class SplitSummary:
+    """What kernels.split prints with --json (and the master reads back): the pairs, the chunks,
+    the seconds it took."""
+    pairs: int
+    chunks: list
+    seconds: float = 0.0
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(int(d.get("pairs", 0)), [Chunk(**c) for c in d.get("chunks", [])], float(d.get("seconds", 0.0)))
+
+
 def chunk_paths(prefix, i):
     return f"{prefix}.c{i:04d}_R1.fastq.gz", f"{prefix}.c{i:04d}_R2.fastq.gz"
 
@@ -83,8 +111,7 @@ def split(r1, r2, pairs, prefix, level=1):
                     written.append((tmp, final))
                     with igzip.open(tmp, "wb", compresslevel=level) as f:
                         f.write(fastq_text(batch.names, batch.noff, batch.seq, batch.qual, batch.roff, mate, DECODE))
-                chunks.append({"index": i, "r1": os.path.abspath(finals[0]), "r2": os.path.abspath(finals[1]),
-                               "first_pair": batch.first, "pairs": batch.n})
+                chunks.append(Chunk(i, os.path.abspath(finals[0]), os.path.abspath(finals[1]), batch.first, batch.n))
     except BaseException:
         for tmp, _ in written:
             if os.path.exists(tmp):
@@ -92,8 +119,7 @@ def split(r1, r2, pairs, prefix, level=1):
         raise
     for tmp, final in written:
         os.replace(tmp, final)
-    return {"pairs": sum(c["pairs"] for c in chunks), "chunks": chunks,
-            "seconds": round(time.perf_counter() - t0, 3)}
+    return SplitSummary(sum(c.pairs for c in chunks), chunks, round(time.perf_counter() - t0, 3))
 
 
 def main(argv=None):
@@ -110,11 +136,10 @@ def main(argv=None):
     a = ap.parse_args(argv)
     res = split(a.r1, a.r2, a.pairs, a.output, a.level)
     if a.json:
-        json.dump(res, sys.stdout, indent=1)
+        json.dump(res.to_dict(), sys.stdout, indent=1)
         print()
     else:
-        print(f"split {res['pairs']:,} pairs into {len(res['chunks'])} chunks in {res['seconds']:.1f} s",
-              file=sys.stderr)
+        print(f"split {res.pairs:,} pairs into {len(res.chunks)} chunks in {res.seconds:.1f} s", file=sys.stderr)
     return 0
 
 

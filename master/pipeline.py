@@ -104,9 +104,10 @@ def _out(t):
 
 def pairs_of(splits):
     """Read pairs the split tasks found (their kernels' summaries; else their chunks x pairs asked)."""
+    from kernels.split import SplitSummary
     n = 0
     for t in splits:
-        got = sum(int(c.get("pairs", 0)) for c in (t.result or {}).get("chunks", []))
+        got = SplitSummary.from_dict(t.result or {}).pairs
         n += got or len(chunks_of(_out(t))) * int(t.params.get("pairs", 0))
     return max(n, 1)
 
