@@ -153,7 +153,10 @@ def fake_lane(d, name, pairs, src_r1):
 
 
 def drive(eng, Session, rid, label, ticks):
-    """Tick until the run ends; record each tick's seconds with the stage running."""
+    """Tick until the run ends; record each tick's seconds with the stage running. Once the call
+    stage runs, 10 polls where no job ends are timed apart ("call, idle"): what a poll costs when
+    nothing changed, whatever the run's size."""
+    idle_done = False
     while True:
         with Session() as db:
             run = db.get(Run, rid)
@@ -161,6 +164,14 @@ def drive(eng, Session, rid, label, ticks):
                 return run.state
             stage = max((t.stage for t in run.tasks if t.state in ("queued", "running", "ready")),
                         key=["index", "split", "align", "call", "gather"].index, default="plan")
+        if stage == "call" and not idle_done and eng.backend.done:
+            idle_done = True
+            keep, eng.backend.per_poll = eng.backend.per_poll, 0
+            for _ in range(10):
+                t0 = time.perf_counter()
+                eng.tick()
+                ticks.append(("call, idle", time.perf_counter() - t0))
+            eng.backend.per_poll = keep
         t0 = time.perf_counter()
         if PROFILE is not None:
             PROFILE.enable()

@@ -21,7 +21,7 @@ import logging
 import os
 import time
 
-from sqlalchemy import func, select
+from sqlalchemy import Integer, func, select
 from sqlalchemy.orm import selectinload
 
 from master import cachekey, pipeline
@@ -354,18 +354,21 @@ class Engine:
                                                            Task.state == TaskState.PENDING.value)).all()
         if not pend:
             return
-        states = dict(db.execute(select(Task.key, Task.state).where(Task.run_id == run.id)).all())
         done = TaskState.DONE.value
+        wanted = {d for _, deps in pend for d in (deps or [])}
+        exact = [d for d in wanted if not d.endswith("/*")]
+        states = dict(db.execute(select(Task.key, Task.state).where(Task.run_id == run.id, Task.key.in_(exact)))
+                      .all()) if exact else {}
         prefix_done = {}
+        for d in wanted - set(exact):
+            p = d[:-1]                                    # "align/"
+            like = p.replace("%", r"\%").replace("_", r"\_") + "%"
+            n, n_done = db.execute(select(func.count(), func.sum(func.cast(Task.state == done, Integer)))
+                                   .where(Task.run_id == run.id, Task.key.like(like, escape="\\"))).one()
+            prefix_done[p] = bool(n) and int(n_done or 0) == n
 
         def ok(d):
-            if d.endswith("/*"):
-                p = d[:-1]
-                if p not in prefix_done:
-                    mine = [v for k, v in states.items() if k.startswith(p)]
-                    prefix_done[p] = bool(mine) and all(v == done for v in mine)
-                return prefix_done[p]
-            return states.get(d) == done
+            return prefix_done[d[:-1]] if d.endswith("/*") else states.get(d) == done
         ready = [tid for tid, deps in pend if all(ok(d) for d in (deps or []))]
         for i in range(0, len(ready), 500):
             for t in db.scalars(select(Task).where(Task.id.in_(ready[i:i + 500]))).all():
