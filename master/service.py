@@ -133,6 +133,10 @@ def submit_sample(db, settings, data):
     ranks = params.get("ranks", 1)
     if not isinstance(ranks, int) or not 1 <= ranks <= 256:
         raise ApiError(400, f"ranks={ranks!r}: give a whole number of MPI ranks from 1 to 256")
+    _, _, misfit = plan_of(db, settings, ref, lanes, regions)
+    if misfit:
+        raise ApiError(400, f"sample {name!r} cannot run as planned: {misfit}; see the plan with "
+                            f"`genefarm plan --reference {ref.name} R1 R2`")
     s = Sample(name=name, reference=ref, r1=r1, r2=r2, lanes=lanes, regions=regions, output=output, params=params)
     db.add(s)
     run = new_run(db, settings, s)
@@ -198,7 +202,6 @@ def reference_layout(db, settings, ref):
 def plan_sample(db, settings, data):
     """The plan a sample would get (POST /plan, `genefarm plan`): {reference, pairs} or
     {reference, r1 (and r2), or lanes}, and regions (0: sized by the reads)."""
-    from master import resources
     if not isinstance(data, dict):
         raise ApiError(400, "the request body must be a JSON object")
     refname = data.get("reference")
@@ -208,27 +211,35 @@ def plan_sample(db, settings, data):
         raise ApiError(404, f"unknown reference {refname!r} (known: {known}); register it first with "
                             f"`genefarm reference add NAME FASTA`")
     pairs = data.get("pairs")
-    lanes = 1
+    lanes = None
     if pairs is None:
-        ls = _lanes(data, "plan") if (data.get("lanes") or data.get("r1")) else None
-        if not ls:
+        lanes = _lanes(data, "plan") if (data.get("lanes") or data.get("r1")) else None
+        if not lanes:
             raise ApiError(400, "give pairs (the sample's read pairs) or its FASTQ files (r1, r2 or lanes)")
-        lanes = len(ls)
-        pairs = sum(planner.estimate_pairs(None, storage.stat(x["r1"])["size"]) if storage.is_remote(x["r1"])
-                    else planner.estimate_pairs(storage.local_path(x["r1"])) for x in ls)
-    if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1:
+    elif isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1:
         raise ApiError(400, f"pairs={pairs!r}: give the sample's read pairs, a whole number of at least 1")
     regions = data.get("regions", 0)
     lo, hi = region_range(settings, ref)
     if isinstance(regions, bool) or not isinstance(regions, int) or not (regions == 0 or lo <= regions <= hi):
         raise ApiError(400, f"regions={regions!r}: give 0 (sized by the reads) or a whole number from {lo} to {hi}")
-    p = planner.make_plan(planner.contigs_of_layout(reference_layout(db, settings, ref)), pairs,
-                          regions=regions or None, lanes=lanes)
-    res = resources.for_plan(p, settings, ref.bases)
+    p, res, fits = plan_of(db, settings, ref, lanes, regions, pairs)
     out = p.to_dict(res)
     out["reference"] = ref.name
-    out["fits"] = resources.check(res, settings)
+    out["fits"] = fits
     return out
+
+
+def plan_of(db, settings, ref, lanes, regions, pairs=None):
+    """(plan, resources per stage, None or why it cannot fit) for a sample of these lanes (its
+    read pairs estimated from the R1 files' sizes) or of `pairs` pairs."""
+    from master import resources
+    if pairs is None:
+        pairs = sum(planner.estimate_pairs(None, storage.stat(x["r1"])["size"]) if storage.is_remote(x["r1"])
+                    else planner.estimate_pairs(storage.local_path(x["r1"])) for x in lanes)
+    p = planner.make_plan(planner.contigs_of_layout(reference_layout(db, settings, ref)), pairs,
+                          regions=regions or None, lanes=len(lanes) if lanes else 1)
+    res = resources.for_plan(p, settings, ref.bases)
+    return p, res, resources.check(res, settings)
 
 
 def new_run(db, settings, sample):

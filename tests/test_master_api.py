@@ -238,6 +238,25 @@ def test_plan_before_anything_runs(api, tiny):
         assert r.status_code in (400, 404) and words in r.json["error"], r.json
 
 
+def test_a_sample_whose_plan_cannot_fit_is_refused_before_anything_runs(api, tiny):
+    """Submitting a sample whose tasks would need more memory than a node gives is refused with
+    what to change, and nothing is stored: no sample, no run, no task."""
+    app, c, h, s = api
+    s.node_memory_mb = 500
+    r = c.post("/api/v1/samples", json={"name": "toobig", "reference": "chr20sim", "r1": tiny["r1"],
+                                        "r2": tiny["r2"]}, headers=h)
+    assert r.status_code == 400, r.json
+    assert "cannot run as planned" in r.json["error"] and "500 MB" in r.json["error"]
+    assert "genefarm plan" in r.json["error"]
+    with app.config["SESSIONMAKER"]() as db:
+        assert db.scalars(select(Sample)).all() == [] and db.scalars(select(Run)).all() == []
+        assert db.scalars(select(Task)).all() == []
+    s.node_memory_mb = 0
+    r = c.post("/api/v1/samples", json={"name": "fits", "reference": "chr20sim", "r1": tiny["r1"],
+                                        "r2": tiny["r2"]}, headers=h)
+    assert r.status_code == 201, r.json
+
+
 @pytest.mark.parametrize("prog", ["genefarm", "bcc"])
 def test_both_clis_share_exit_codes_and_ctrl_c_is_130(prog, monkeypatch, capsys):
     """One plumbing (bcc/cliplumbing.py) for both command lines: bad input 2, failure 1, Ctrl-C 130."""
