@@ -2,7 +2,8 @@
 
     index   reference -> index directory (one per reference content: its cache key has only
             the reference's content hash, so every sample of that reference shares it)
-    split   per lane: R1 + R2 -> chunk files (the kernel checks the pair: counts and names)
+    split   per lane: R1 + R2 -> chunk files (the kernel checks the pair: counts and names); a
+            lane that makes one chunk is not split: its align task reads the lane's files
     (plan)  index + the pairs the splits found -> regions.bed + plan.json: the planner
             (planner.make_plan), run by the master itself, cached by key
     align   per chunk: index + chunk + regions.bed -> one part file (kernels.partfile: the records
@@ -78,53 +79,75 @@ def start(db, settings, run):
     ref = s.reference
     _task(db, run, "index", "index", [], {"reference": ref.uri}, {"reference": f"sha256:{ref.sha256}"},
           resources=task_resources("index", 1, genome_bases=ref.bases))
-    chunk = s.params.get("chunk_pairs") or settings.chunk_pairs or planner.chunk_size(estimated_pairs(s))
+    per_lane = lane_pairs(s)
+    chunk = s.params.get("chunk_pairs") or settings.chunk_pairs or \
+        planner.chunk_size(sum(per_lane.values()), parallel=planner.parallel_of(settings))
+    direct = {}
     for lane in s.lane_list:
+        if per_lane[lane["id"]] <= DIRECT_SLACK * chunk:
+            direct[lane["id"]] = per_lane[lane["id"]]   # one chunk: its align task reads the lane's files
+            continue
         _task(db, run, "split", split_key(s, lane), [], {"r1": lane["r1"], "r2": lane["r2"]},
               {"r1": f"file:{lane['r1']}", "r2": f"file:{lane['r2']}"}, params={"pairs": int(chunk)},
               resources=task_resources("split", 1))
+    if direct:
+        run.summary = dict(run.summary or {}, direct=direct)
+        add_event(db, run.id, None, "plan", f"{len(direct)} of {len(s.lane_list)} lanes fit one align chunk "
+                                            f"({int(chunk):,} pairs): aligned from their files, not split")
+
+
+DIRECT_SLACK = 1.25     # a lane estimated at up to this many chunks is aligned whole (estimates err)
+
+
+def lane_pairs(sample):
+    """{lane id: read pairs}, estimated from the lanes' R1 files before anything reads them (the
+    chunk size follows from it; the plan then uses the pairs the splits count)."""
+    from worker import storage
+    n = {}
+    for lane in sample.lane_list:
+        if storage.is_remote(lane["r1"]):
+            n[lane["id"]] = planner.estimate_pairs(None, storage.stat(lane["r1"])["size"])
+        else:
+            n[lane["id"]] = planner.estimate_pairs(storage.local_path(lane["r1"]))
+    return n
 
 
 def estimated_pairs(sample):
-    """The sample's read pairs, estimated from its R1 files before anything reads them (the chunk
-    size follows from it; the plan then uses the pairs the splits count)."""
-    from worker import storage
-    n = 0
-    for lane in sample.lane_list:
-        if storage.is_remote(lane["r1"]):
-            n += planner.estimate_pairs(None, storage.stat(lane["r1"])["size"])
-        else:
-            n += planner.estimate_pairs(storage.local_path(lane["r1"]))
-    return n
+    """The sample's read pairs, estimated from its R1 files."""
+    return sum(lane_pairs(sample).values())
 
 
 def _out(t):
     return t.outputs.get("out", "")
 
 
-def pairs_of(splits):
-    """Read pairs the split tasks found (their kernels' summaries; else their chunks x pairs asked)."""
+def pairs_of(splits, direct=None):
+    """Read pairs the split tasks found (their kernels' summaries; else their chunks x pairs asked),
+    and those estimated for the lanes aligned from their files (direct: {lane id: pairs})."""
     from kernels.split import SplitSummary
-    n = 0
+    n = sum(int(x) for x in (direct or {}).values())
     for t in splits:
         got = SplitSummary.from_dict(t.result or {}).pairs
         n += got or len(chunks_of(_out(t))) * int(t.params.get("pairs", 0))
     return max(n, 1)
 
 
-def _plan(db, eng, run, index_task, splits):
+def _plan(db, eng, run, index_task, splits, direct=None):
     """The sample's plan (planner.make_plan) from the index's contigs and the pairs the splits
     found: regions.bed (the pieces the aligner groups by) and plan.json (the call shards) under the
-    work directory, keyed by the index, the pairs and the region count asked (0: sized by the pairs)."""
+    work directory, keyed by the index, the pairs, the region count asked (0: sized by the pairs)
+    and the tasks the backend runs at once."""
     import json
     k = int(run.sample.regions or 0)
-    pairs = pairs_of(splits)
-    key = hashlib.sha256(f"plan2\0{index_task.cache_key}\0{k}\0{pairs}\0{planner.PAIRS_PER_CALL}".encode()).hexdigest()
+    pairs = pairs_of(splits, direct)
+    par = planner.parallel_of(eng.settings)
+    key = hashlib.sha256(f"plan3\0{index_task.cache_key}\0{k}\0{pairs}\0{planner.PAIRS_PER_CALL}\0{par}"
+                         .encode()).hexdigest()
     d = work_dir(eng.settings, "plan", key)
     bed, pj = os.path.join(d, "regions.bed"), os.path.join(d, "plan.json")
     if not os.path.exists(pj):
         contigs = planner.contigs_of_index(os.path.join(_out(index_task), "ref"))
-        p = planner.make_plan(contigs, pairs, regions=k or None, lanes=len(splits))
+        p = planner.make_plan(contigs, pairs, regions=k or None, lanes=len(splits) + len(direct or {}), parallel=par)
         os.makedirs(d, exist_ok=True)
         planner.write_plan_bed(p, bed)
         shards = [[s.first, s.last, s.calls, s.spec(p.pieces), round(s.pairs)] for s in p.shards]
@@ -201,23 +224,35 @@ def advance(db, eng, run):
     tasks = {t.key: t for t in db.scalars(select(Task).where(Task.run_id == run.id,
                                                              Task.stage.in_(("index", "split"))))}
     idx = tasks.get("index")
+    direct = (run.summary or {}).get("direct") or {}
     lanes = [(lane, tasks.get(split_key(s, lane))) for lane in s.lane_list]
-    if idx is None or any(t is None for _, t in lanes):
+    if idx is None or any(t is None and lane["id"] not in direct for lane, t in lanes):
         return 0
     done = TaskState.DONE.value
-    if idx.state == done and all(t.state == done for _, t in lanes) and "plan" not in (run.summary or {}):
-        _plan(db, eng, run, idx, [t for _, t in lanes])
+    splits = [t for _, t in lanes if t is not None]
+    if idx.state == done and all(t.state == done for t in splits) and "plan" not in (run.summary or {}):
+        _plan(db, eng, run, idx, splits, direct)
     plan = (run.summary or {}).get("plan")
     n_align, done_align = counts.get("align", (0, 0))
     n_call, done_call = counts.get("call", (0, 0))
-    if plan and all(t.state == done for _, t in lanes) and not n_align:
+    if plan and all(t.state == done for t in splits) and not n_align:
         for lane, spl in lanes:
+            prefix = "align/" if len(lanes) == 1 else f"align/{lane['id']}."
+            if spl is None:                    # the lane is one chunk: aligned from its own files
+                _task(db, run, "align", prefix + "c0000", ["index"],
+                      {"index": _out(idx), "r1": lane["r1"], "r2": lane["r2"], "regions": plan["bed"]},
+                      {"index": f"task:{idx.cache_key}", "r1": f"file:{lane['r1']}", "r2": f"file:{lane['r2']}",
+                       "regions": f"plan:{plan['key']}"},
+                      params={"read_group": read_group(s, lane)},
+                      resources=dict(task_resources("align", st.threads, ranks=int(s.params.get("ranks", 1))),
+                                     mapped_mb=_mapped_mb(_out(idx))))
+                made += 1
+                continue
             chunks = chunks_of(_out(spl))
             if not chunks:
                 run.message = f"split produced no chunks in {_out(spl)}"
                 add_event(db, run.id, spl.id, "error", run.message)
                 return 0
-            prefix = "align/" if len(lanes) == 1 else f"align/{lane['id']}."
             for name, r1, r2 in chunks:
                 rel1, rel2 = os.path.basename(r1), os.path.basename(r2)
                 _task(db, run, "align", prefix + name, ["index", spl.key],

@@ -195,6 +195,7 @@ PAIRS_PER_CALL = 200_000      # expected read pairs of a call shard (a 30x human
 PAIRS_PER_CHUNK = 2_000_000   # read pairs of an align chunk (30x: ~200 tasks)
 MIN_CHUNKS = 4                # a small sample is still aligned by a few tasks...
 MIN_CHUNK_PAIRS = 5_000       # ...of at least this many pairs
+MAX_PAIRS_PER_CALL = 1_000_000  # a call shard's most (its memory: master.resources, about 2.3 GB)
 CARRY_FACTOR = 4              # a shard of ALT/decoy/HLA contigs (sorted, not called) weighs this many shards
 MAX_SHARD_INTERVALS = 5000    # contigs packed into one shard at most
 
@@ -278,23 +279,46 @@ def estimate_pairs(r1, size=None):
         return max(1, int((size or 0) / BYTES_PER_RECORD_GZ))
 
 
-def chunk_size(pairs, per_chunk=PAIRS_PER_CHUNK):
-    """Pairs per align chunk for a sample of `pairs` pairs."""
+def parallel_of(settings):
+    """How many tasks of a stage run at once, when the master knows: the setting, else on the local
+    backend its cores over the threads of a task; None (not known: a cluster's) otherwise."""
+    if getattr(settings, "parallel_tasks", 0):
+        return max(1, int(settings.parallel_tasks))
+    if settings.backend == "local":
+        return max(1, int(settings.local_slots or 1) // max(1, int(settings.threads)))
+    return None
+
+
+def chunk_size(pairs, per_chunk=PAIRS_PER_CHUNK, parallel=None):
+    """Pairs per align chunk for a sample of `pairs` pairs: chunks of at most per_chunk pairs, and
+    for a small sample a few (MIN_CHUNKS, or as many as run at once when fewer do: a task more than
+    the backend runs at once only adds its fixed cost)."""
     pairs = max(1, int(pairs))
-    n = max(min(MIN_CHUNKS, -(-pairs // MIN_CHUNK_PAIRS)), -(-pairs // per_chunk))
+    few = min(MIN_CHUNKS, parallel) if parallel else MIN_CHUNKS
+    n = max(min(few, -(-pairs // MIN_CHUNK_PAIRS)), -(-pairs // per_chunk))
     return max(1, -(-pairs // n))
 
 
+def shard_target(pairs, per_call=PAIRS_PER_CALL, parallel=None):
+    """About how many call shards: one per per_call pairs; when the backend runs only `parallel`
+    tasks at once, as few as fill it, down to shards of MAX_PAIRS_PER_CALL pairs (their memory)."""
+    n = max(1, int(round(pairs / per_call)))
+    if parallel:
+        n = min(n, max(int(parallel), -(-int(pairs) // MAX_PAIRS_PER_CALL)))
+    return n
+
+
 def make_plan(contigs, pairs, regions=None, lanes=1, per_call=PAIRS_PER_CALL, per_chunk=PAIRS_PER_CHUNK,
-              chunk_pairs=None, tol=0.1):
+              chunk_pairs=None, tol=0.1, parallel=None):
     """The plan of a sample of `pairs` read pairs over these contigs (see the module doc). regions:
-    ask for about that many call shards instead of sizing them by the pairs."""
+    ask for about that many call shards instead of sizing them by the pairs; parallel: how many
+    tasks of a stage the backend runs at once, when known (parallel_of)."""
     if not contigs:
         raise ValueError("a reference without contigs cannot be planned")
     primary = [c for c in contigs if c.kind == "primary"]
     wp = sum(c.weight for c in primary) or sum(c.length for c in primary) or 1
     wall = sum(max(c.weight, 1) for c in contigs)
-    n_target = regions if regions else max(1, int(round(pairs / per_call)))
+    n_target = regions if regions else shard_target(pairs, per_call, parallel)
     target = max(wp / n_target, MIN_REGION_BASES)
     pieces = []
     for c in contigs:
@@ -332,7 +356,7 @@ def make_plan(contigs, pairs, regions=None, lanes=1, per_call=PAIRS_PER_CALL, pe
         if sum(x.weight for x in pack) >= limit:
             close()
     close()
-    cp = chunk_pairs or chunk_size(pairs, per_chunk)
+    cp = chunk_pairs or chunk_size(pairs, per_chunk, parallel)
     return Plan(pieces, shards, int(cp), int(pairs), lanes)
 
 

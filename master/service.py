@@ -237,7 +237,8 @@ def plan_of(db, settings, ref, lanes, regions, pairs=None):
         pairs = sum(planner.estimate_pairs(None, storage.stat(x["r1"])["size"]) if storage.is_remote(x["r1"])
                     else planner.estimate_pairs(storage.local_path(x["r1"])) for x in lanes)
     p = planner.make_plan(planner.contigs_of_layout(reference_layout(db, settings, ref)), pairs,
-                          regions=regions or None, lanes=len(lanes) if lanes else 1)
+                          regions=regions or None, lanes=len(lanes) if lanes else 1,
+                          parallel=planner.parallel_of(settings))
     res = resources.for_plan(p, settings, ref.bases)
     return p, res, resources.check(res, settings)
 

@@ -37,6 +37,9 @@ class Settings:
     max_regions: int = 4096
     chunk_pairs: int = 0               # read pairs per alignment chunk: 0 chooses by the input's size
     threads: int = 2                   # threads per align/call task
+    parallel_tasks: int = 0            # tasks of a stage that run at once (0: local_slots / threads on
+    #                                    the local backend, not known on a cluster); a small sample
+    #                                    gets no more align chunks and call shards than that
     node_memory_mb: int = 0            # the most memory a node gives a task (0: this machine's): a plan
     #                                    whose task would need more is refused before anything runs
     api_url: str = ""                  # where the CLI finds the API (default http://127.0.0.1:port)

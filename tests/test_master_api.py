@@ -18,7 +18,7 @@ from master.store import Run, Sample, Task
 
 @pytest.fixture
 def api(tmp_path, tiny):
-    s = settings_mod.load(str(tmp_path / "home"))
+    s = settings_mod.load(str(tmp_path / "home"), parallel_tasks=4)     # as on a cluster: tiny makes 4 chunks
     app = create_app(s)
     with app.config["SESSIONMAKER"]() as db:
         token = ensure_token(s, db)
@@ -65,6 +65,39 @@ def test_submit_makes_a_run_with_its_first_tasks(api, tiny):
     assert c.get("/api/v1/samples/tiny", headers=h).json["runs"] == [run["id"]]
     ex = c.get(f"/api/v1/tasks/{tasks[0]['id']}/explain", headers=h).json
     assert "task" in ex and "pending" in ex["text"]
+
+
+def test_a_lane_of_one_chunk_is_aligned_from_its_files_without_a_split(api, tiny, tiny_index, tmp_path):
+    """When the backend runs one task at a time, the shipped sample is one chunk: no split task (a
+    pass over the reads that would only copy them); the align task reads the lane's files, named
+    in its cache key by their content, and the plan uses the pairs estimated from R1."""
+    from master.engine import Engine
+    app, c, h, s = api
+    s.parallel_tasks = 1
+    r = c.post("/api/v1/samples", json=sample(tiny), headers=h)
+    assert r.status_code == 201, r.json
+    rid = r.json["run"]["id"]
+    with app.config["SESSIONMAKER"]() as db:
+        assert sorted(t.key for t in db.scalars(select(Task))) == ["index"]
+        run = db.get(Run, rid)
+        est = run.summary["direct"]["tiny"]
+        assert abs(est - 20000) < 1000
+        out = tmp_path / "index-out"                 # an index task's output: ref.gfi.*
+        out.mkdir()
+        for f in os.listdir(os.path.dirname(tiny_index)):
+            if f.startswith(os.path.basename(tiny_index) + ".gfi."):
+                os.symlink(os.path.join(os.path.dirname(tiny_index), f), out / ("ref" + f[len("chr20sim"):]))
+        idx = db.scalars(select(Task)).one()
+        idx.state, idx.outputs, idx.cache_key = "done", {"out": str(out)}, "k" * 64
+        db.commit()
+        from master import pipeline
+        eng = Engine(s, app.config["SESSIONMAKER"], None)
+        assert pipeline.advance(db, eng, run) == 1
+        db.commit()
+        al = db.scalars(select(Task).where(Task.stage == "align")).one()
+        assert al.key == "align/c0000" and al.deps == ["index"]
+        assert al.inputs["r1"] == tiny["r1"] and al.basis["inputs"]["r1"] == f"file:{tiny['r1']}"
+        assert run.summary["plan"]["pairs"] == est
 
 
 @pytest.mark.parametrize("change,status,words", [

@@ -147,7 +147,8 @@ def db_url(request, tmp_path):
 def farm(tmp_path, db_url, tiny, tiny_index, monkeypatch):
     import master.engine as engine_mod
     monkeypatch.setattr(engine_mod, "REPORT_GRACE", 0.0)
-    s = settings_mod.load(str(tmp_path / "home"), db_url=db_url, max_retries=2, max_queued=100)
+    s = settings_mod.load(str(tmp_path / "home"), db_url=db_url, max_retries=2, max_queued=100,
+                          parallel_tasks=4)
     _, Session = open_store(s.db_url)
 
     def make(script=None, regions=4, name="s1"):

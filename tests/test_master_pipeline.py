@@ -30,12 +30,12 @@ MISSING = _kernels_missing()
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"waiting for the kernels: {', '.join(MISSING)}")
 
 
-def genefarm_run(home, tiny, *extra, backend="local", env=None, name="tiny", regions=4, r2=None):
+def genefarm_run(home, tiny, *extra, backend="local", env=None, name="tiny", regions=4, r2=None, chunk=5000):
     e = dict(os.environ, GENEFARM_HOME=str(home), GENEFARM_POLL_SECONDS="0.5", PYTHONPATH=ROOT, **(env or {}))
     r = subprocess.run([sys.executable, "-m", "master.cli", "run", tiny["r1"], r2 or tiny["r2"], "--reference",
                         tiny["ref"], "--name", name, "--regions", str(regions), "--backend", backend,
-                        "--chunk-pairs", "5000", "--json", *extra], capture_output=True, text=True, env=e,
-                       timeout=1200)
+                        *(["--chunk-pairs", str(chunk)] if chunk else []), "--json", *extra],
+                       capture_output=True, text=True, env=e, timeout=1200)
     try:
         res = json.loads(r.stdout) if r.stdout.strip() else None
     except ValueError:
@@ -94,6 +94,20 @@ def test_region_count_does_not_change_the_vcf(local_run, tiny, tmp_path):
     rc, res8, err = genefarm_run(tmp_path / "h8", tiny, regions=9, name="tiny9")
     assert rc == 0, err
     assert records(res8["summary"]["qc"]["vcf"]) == records(res["summary"]["qc"]["vcf"])
+
+
+def test_one_task_at_a_time_aligns_the_lane_whole_and_gives_the_same_vcf(local_run, tiny, tmp_path):
+    """On a backend that runs one task at a time the planner makes the sample one chunk: no split
+    task, one align task reading the lane's files; the VCF is the one four chunks give."""
+    home, res = local_run
+    rc, res1, err = genefarm_run(tmp_path / "h1", tiny, name="whole", chunk=None,
+                                 env={"GENEFARM_PARALLEL_TASKS": "1"})
+    assert rc == 0, err
+    keys = sorted(t["key"] for t in res1["task_list"])
+    assert not [k for k in keys if k.startswith("split")] and [k for k in keys if k.startswith("align")] == \
+        ["align/c0000"]
+    assert res1["summary"]["qc"]["reads"] == 40000
+    assert records(res1["summary"]["qc"]["vcf"]) == records(res["summary"]["qc"]["vcf"])
 
 
 def test_a_resubmission_reruns_nothing(local_run, tiny):

@@ -201,6 +201,30 @@ def test_work_plan_sizes_shards_and_chunks_by_the_sample():
     assert set(d) >= {"regions", "tasks", "memory_mb"} and d["regions"][0]["intervals"][0][0] == "chr1"
 
 
+def test_a_backend_that_runs_few_tasks_at_once_gets_few_small_tasks_and_big_samples_keep_theirs():
+    """Tasks beyond what the backend runs at once only add their fixed cost: with 1 at a time a
+    small sample is one align chunk and as few call shards as the pieces allow; a 30x genome keeps
+    its chunks (2M pairs) and shards no bigger than MAX_PAIRS_PER_CALL (their memory)."""
+    cs = _genome()
+    one = planner.make_plan(cs, 400_000, parallel=1)
+    assert one.tasks()["align"] == 1 and one.chunk_pairs == 400_000
+    four = planner.make_plan(cs, 400_000, parallel=4)
+    assert four.tasks()["align"] == 4 and four.tasks()["call"] >= one.tasks()["call"]
+    assert sum(s.calls for s in one.shards) < sum(s.calls for s in planner.make_plan(cs, 400_000).shards)
+    human = planner.make_plan(cs, 400_000_000, parallel=1)
+    assert human.tasks()["align"] == 200
+    called = [s for s in human.shards if s.calls]
+    assert 360 <= len(called) <= 440 and max(s.pairs for s in called) <= 1.6 * planner.MAX_PAIRS_PER_CALL
+    # the hint from the settings: the local backend's cores over a task's threads, else unknown
+    from master import settings as settings_mod
+    s = settings_mod.load("/nonexistent-home", local_slots=8, threads=2)
+    assert planner.parallel_of(s) == 4
+    s.backend = "slurm"
+    assert planner.parallel_of(s) is None
+    s.parallel_tasks = 16
+    assert planner.parallel_of(s) == 16
+
+
 def test_work_plan_from_the_index_reads_no_bases(tiny_index):
     cs = planner.contigs_of_index(tiny_index)
     assert [c.kind for c in cs] == ["primary"] * 3
