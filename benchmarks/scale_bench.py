@@ -428,7 +428,12 @@ def report(res):
           "| tool | wall s | CPU s | peak RSS MB | size on disk MB | note |", "|---|---|---|---|---|---|"]
     for tool, t in res["index"].items():
         note = f"built {t['date']}, figures kept" if tool == "bwa" and t.get("date") != res["date"] else ""
-        L.append(f"| {tool} | {t['wall']:.0f} | {t['cpu']:.0f} | {t['rss_mb']:,.0f} | {t['bytes'] / 1e6:,.0f} | {note} |")
+        note = "; ".join(x for x in (note, t.get("note", "")) if x)
+
+        def num(v, fmt):
+            return "-" if v is None else format(v, fmt)
+        L.append(f"| {tool} | {num(t['wall'], '.0f')} | {num(t['cpu'], '.0f')} | {num(t['rss_mb'], ',.0f')} | "
+                 f"{t['bytes'] / 1e6:,.0f} | {note} |")
     L += ["", f"#### Alignment of {res['pairs']:,} pairs (index in the page cache)", "",
           "| tool | wall s | CPU s | reads/CPU-s | peak RSS MB | private MB | shared MB | per-rank private MB |",
           "|---|---|---|---|---|---|---|---|"]
