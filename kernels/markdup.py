@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from kernels._numba import jit
-from kernels.bam import BamWriter
+from kernels.bam import for_plain_bam
 from kernels.errors import InputError, run_cli
 from kernels.types import F_DUP, F_MREVERSE, F_MUNMAP, F_PAIRED, F_QCFAIL, F_REVERSE, F_SECONDARY, F_SUPPL, F_UNMAP
 
@@ -216,7 +216,7 @@ def write_sorted_records(path, header, reads, level=6, threads=1, chunk=200_000)
     k = max(1, min(threads, n // chunk + 1))
     bounds = [n * i // k for i in range(k + 1)]
     paths = [path] if k == 1 else [f"{path}.piece{i}" for i in range(k)]
-    writers = [BamWriter(level) for _ in range(k)]
+    writers = [for_plain_bam(level) for _ in range(k)]
     try:
         for w, p in zip(writers, paths):
             w.open(p, header)

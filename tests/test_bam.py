@@ -104,6 +104,38 @@ def test_written_bam_reads_back(tmp_path, tiny, tiny_index):
     assert recs[0].query_name == b.name(0) and recs[0].is_read1 and recs[1].is_read2
 
 
+def test_bgzip_writer_gives_the_pysam_writers_bam_and_is_chosen_only_when_installed(tmp_path, tiny, tiny_index,
+                                                                                    monkeypatch):
+    """Plain BAMs (the call stage's region BAMs) go through htslib's bgzip when it is there: the
+    same bytes once decompressed as pysam's writer, a valid BGZF end; without bgzip, pysam's."""
+    import gzip
+    import shutil
+    idx = gindex.load(tiny_index)
+    b = first_batch(tiny, 500)
+    aln, cigs, cstride, _ = Aligner(idx).align(b)
+    text = bam.header_text(idx.names, idx.lengths, [c["m5"] for c in idx.meta["contigs"]])
+    data = bam.encode_batch(aln, b.names, b.noff, b.seq, b.qual, b.roff, cigs, cstride, True, np.asarray(idx.seq),
+                            idx.offsets, np.empty(0, np.uint8), np.ones(len(aln), np.bool_), np.empty(len(aln), np.int64))
+    header = bam.header_bytes(text, idx.names, idx.lengths)
+    outs = {}
+    for name, w in (("pysam", bam.BamWriter(6)), ("bgzip", bam.BgzipWriter(5))):
+        outs[name] = str(tmp_path / f"{name}.bam")
+        w.open(outs[name], header)
+        w.write(data[:len(data) // 2])
+        w.write(data[len(data) // 2:])
+        w.close()
+    raw = {k: gzip.open(v).read() for k, v in outs.items()}
+    assert raw["bgzip"] == raw["pysam"] == header + bytes(data)
+    assert open(outs["bgzip"], "rb").read()[-28:] == bam.BGZF_EOF
+    with pysam.AlignmentFile(outs["bgzip"]) as f:
+        assert sum(1 for _ in f) == 1000
+    assert isinstance(bam.for_plain_bam(6), bam.BgzipWriter) == bool(shutil.which("bgzip"))
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
+    w = bam.for_plain_bam(6)
+    assert type(w) is bam.BamWriter
+    w.abort()
+
+
 def test_concat_records_joins_headerless_parts(tmp_path, tiny, tiny_index):
     """How K ranks' batch files become one BAM: BGZF blocks copied, never recompressed; a part
     that was not completely written (no end-of-file block) is refused."""
