@@ -294,10 +294,16 @@ class Ops:
                 if (time.time() - t0 > drain_timeout or gone) and not requeued:
                     for n in live:
                         if busy[n.name] and (n.name in vanished or time.time() - t0 > drain_timeout):
-                            self.log("requeue", f"requeueing {', '.join(busy[n.name])} (still running after "
-                                                f"{int(time.time() - t0)} s)" if n.name not in vanished else
-                                     f"host vanished: requeueing {', '.join(busy[n.name])}", n.name)
-                            self.sched.requeue(busy[n.name])
+                            # logged as what the scheduler took back: a job that ended between the
+                            # look and the requeue was not requeued, and is not said to be
+                            got = self.sched.requeue(busy[n.name]) or []
+                            ended = [j for j in busy[n.name] if j not in got]
+                            if got:
+                                self.log("requeue", f"requeued {', '.join(got)} (still running after "
+                                                    f"{int(time.time() - t0)} s)" if n.name not in vanished else
+                                         f"host vanished: requeued {', '.join(got)}", n.name)
+                            if ended:
+                                self.log("drain", f"{', '.join(ended)} ended before they could be requeued", n.name)
                     requeued = True
                 if time.time() - t0 > drain_timeout + 120:
                     raise BccError(f"jobs {busy} are still on the draining nodes {drain_timeout + 120} s later: "

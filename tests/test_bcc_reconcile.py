@@ -75,9 +75,12 @@ class FakeSched:
         return out
 
     def requeue(self, jobs):
+        """Like the real ones: the jobs still there are taken back, and returned."""
         self.log.append(("requeue", tuple(jobs)))
-        for j in jobs:
-            self.jobs_left.pop(j, None)
+        self.jobs_left.update({j: v for j, v in self.ends_before_requeue.items() if j in jobs})
+        return [j for j in jobs if self.jobs_left.pop(j, None) is not None and j not in self.ends_before_requeue]
+
+    ends_before_requeue = {}
 
     def node_stop(self):
         return "stop-daemons"
@@ -138,6 +141,20 @@ def test_jobs_still_running_after_the_drain_timeout_are_requeued(ops):
     i = log.index(("requeue", ("9.4",)))
     assert any(e[0] == "drain" for e in log[:i]) and any(e[0] == "forget" for e in log[i:])
     assert any(e.step == "requeue" and e.node == "n3" for e in o.db.query(state.Event))
+
+
+def test_a_job_that_ends_between_the_look_and_the_requeue_is_not_said_to_be_requeued(ops):
+    """The race the lifecycle test once met: bcc saw a job on a draining node, the job finished, then
+    bcc asked for its requeue. The scheduler refuses a job that ended, and bcc's log says it ended;
+    only the jobs the scheduler took back are reported as requeued."""
+    o, log, _ = ops
+    o._sched = FakeSched(log, {"9.4": ("n3", None), "9.6": ("n3", None)})
+    o._sched.ends_before_requeue = {"9.6": ("n3", None)}
+    o.remove([_node(o, "n3")], drain_timeout=0)
+    ev = [(e.step, e.message) for e in o.db.query(state.Event) if e.node == "n3"]
+    req = [m for st, m in ev if st == "requeue"]
+    assert len(req) == 1 and "9.4" in req[0] and "9.6" not in req[0], ev
+    assert any(st == "drain" and "9.6 ended before" in m for st, m in ev), ev
 
 
 def test_reconcile_drains_and_requeues_a_vanished_host(ops):

@@ -35,7 +35,7 @@ class Scheduler:
     def node_stop(self): return f"{q(self.images + '/' + self.name + '/bootstrap.sh')} stop --state {q(self.state)}"
     def drain(self, node): raise NotImplementedError
     def jobs_on(self, node): raise NotImplementedError
-    def requeue(self, jobs): raise NotImplementedError
+    def requeue(self, jobs): raise NotImplementedError          # -> the jobs actually requeued
     def forget(self, nodes, members, remotes): raise NotImplementedError
     def up_nodes(self): raise NotImplementedError
     def view(self): raise NotImplementedError

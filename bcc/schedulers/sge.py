@@ -90,8 +90,13 @@ class SGE(Scheduler):
         # on 8.1.9: it runs on to its end while the task runs again elsewhere); suspended first, the
         # old copy does nothing meanwhile, and the node's stop (bootstrap.sh stop) kills it. The
         # reschedule is asked for even when the suspend fails (a vanished host cannot be signalled)
+        # Returns the jobs SGE took back: one that ended meanwhile "does not exist" and is not counted
+        done = []
         for j in jobs:
-            self.sh(f"qmod -sj {q(j)}; qmod -f -rj {q(j)}", check=False)
+            rc, out, err = self.sh(f"qmod -sj {q(j)} >/dev/null 2>&1; qmod -f -rj {q(j)}", check=False)
+            if rc == 0 and "does not exist" not in out + err:
+                done.append(j)
+        return done
 
     def forget(self, nodes, members, remotes):
         for n in nodes:

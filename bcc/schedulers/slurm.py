@@ -72,8 +72,8 @@ class Slurm(Scheduler):
         return [x.strip() for x in out.split() if x.strip()]
 
     def requeue(self, jobs):
-        for j in jobs:
-            self.sh(f"scontrol requeue {q(j)}", check=False)
+        """The jobs Slurm took back (one that ended meanwhile is refused, and not counted)."""
+        return [j for j in jobs if self.sh(f"scontrol requeue {q(j)}", check=False)[0] == 0]
 
     def forget(self, nodes, members, remotes):
         if members:
